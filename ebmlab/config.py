@@ -1,0 +1,203 @@
+"""Run configuration: three frozen dataclasses, YAML presets and dotted overrides.
+
+Precedence, lowest first: the method's `Config` defaults (the paper's), the preset for the
+(method, dataset) pair from `ebmlab/configs/`, a user's YAML file, then command-line overrides
+such as `--method.lr=1e-4` or `--train.steps=500`. Unknown keys raise, naming the valid ones.
+
+A preset or run file looks like::
+
+    method: {name: cd, lr: 1.0e-3, langevin_steps: 20}
+    data: {name: 8gaussians, batch_size: 256}
+    train: {steps: 3000, ema_decay: 0.0}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ebmlab.errors import EbmlabError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data and how it is batched."""
+
+    name: str = "8gaussians"  # a bundled name, or a path to .npy/.npz/.csv/an image folder
+    batch_size: int = 256
+    n_train: int | None = None  # subsample the training split (toy2d: points drawn)
+    seed: int = 0  # the train/test split and toy sampling
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop around `train_step`: length, logging, EMA, checkpoints, device."""
+
+    steps: int = 3000
+    seed: int = 0
+    device: str = "auto"  # "auto" picks CUDA when available
+    log_every: int = 50
+    sample_every: int = 1000  # preview grids/scatters under samples/; 0 = never
+    ckpt_every: int = 1000
+    ema_decay: float = 0.0  # 0 switches EMA off; evaluation then uses the live weights
+    eval_samples: int | None = None  # samples drawn for the final metrics; None = per data kind
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written to `<run>/config.yaml` and read back by `load`."""
+
+    method: str
+    method_params: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": {"name": self.method, **self.method_params},
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> RunConfig:
+        unknown = set(tree) - {"method", "data", "train"}
+        if unknown:
+            raise EbmlabError(
+                f"unknown config section(s) {sorted(unknown)}; use method, data, train"
+            )
+        method = dict(tree.get("method") or {})
+        if "name" not in method:
+            raise EbmlabError("the config names no method: set method.name (e.g. cd)")
+        name = method.pop("name")
+        return cls(
+            method=name,
+            method_params=method,
+            data=build_dataclass(DataConfig, tree.get("data") or {}, "data"),
+            train=build_dataclass(TrainConfig, tree.get("train") or {}, "train"),
+        )
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    """Instantiate `cls` from a mapping, coercing types and naming any unknown key."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise EbmlabError(
+            f"unknown {section} option(s) {sorted(unknown)}; valid: {', '.join(sorted(known))}"
+        )
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn YAML/CLI values into the annotated type (str -> float, list -> tuple, ...)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in typing.get_args(hint):
+            return None
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return coerce(value, option, where)
+            except EbmlabError as err:
+                errors.append(str(err))
+        raise EbmlabError(errors[0])
+    if origin is tuple:
+        items = parse_scalar(value) if isinstance(value, str) else value
+        args = typing.get_args(hint)
+        item_type = args[0] if args else Any
+        return tuple(coerce(v, item_type, where) for v in items)
+    if origin is dict or hint in (Any, dict):
+        return value
+    if hint is bool:
+        if isinstance(value, str):
+            if value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if value.lower() in ("false", "no", "0", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise EbmlabError(f"{where} must be true or false, got {value!r}")
+    if hint in (int, float, str):
+        try:
+            converted = hint(parse_scalar(value) if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise EbmlabError(f"{where} must be {hint.__name__}, got {value!r}") from None
+        if hint is int and isinstance(value, float) and value != int(value):
+            raise EbmlabError(f"{where} must be an integer, got {value!r}")
+        return converted
+    return value
+
+
+def parse_scalar(text: str) -> Any:
+    """Read a CLI value the way YAML would ("1e-3" -> 0.001, "[1, 2]" -> [1, 2])."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise EbmlabError(f"config file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise EbmlabError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(tree, dict):
+        raise EbmlabError(f"{path} must hold a mapping with method/data/train sections")
+    return tree
+
+
+def find_preset(method: str, dataset: str, kind: str) -> Path | None:
+    """The preset for this pair: `<method>_<dataset>.yaml`, else `<method>_<kind>.yaml`."""
+    for stem in (f"{method}_{dataset}", f"{method}_{kind}"):
+        path = PRESET_DIR / f"{stem}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; `extra` wins."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """["method.lr=1e-4", "train.steps=10"] -> {"method": {"lr": 1e-4}, "train": {"steps": 10}}."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.removeprefix("--").partition("=")
+        if not sep or "." not in key:
+            raise EbmlabError(f"override {pair!r} must look like section.key=value")
+        *path, leaf = key.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = parse_scalar(text)
+    return tree

@@ -1,0 +1,23 @@
+"""Networks shared by every method: energies, generators, Gaussian encoders, EMA."""
+
+from ebmlab.nets.encoder import ConvEncoder, MLPEncoder, build_encoder, reparameterise
+from ebmlab.nets.energy import ConvEnergy, MLPEnergy, ResNetEnergy, SelfAttention, build_energy
+from ebmlab.nets.generator import DCGANGenerator, MLPGenerator, build_generator
+from ebmlab.nets.layers import EMA, apply_spectral_norm
+
+__all__ = [
+    "EMA",
+    "ConvEncoder",
+    "ConvEnergy",
+    "DCGANGenerator",
+    "MLPEncoder",
+    "MLPEnergy",
+    "MLPGenerator",
+    "ResNetEnergy",
+    "SelfAttention",
+    "apply_spectral_norm",
+    "build_encoder",
+    "build_energy",
+    "build_generator",
+    "reparameterise",
+]

@@ -1,0 +1,155 @@
+"""Energy networks: x (B, ...) -> E(x) (B,). No BatchNorm: sampling would corrupt its statistics."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ebmlab.errors import EbmlabError
+from ebmlab.nets.layers import activation, apply_spectral_norm
+
+
+class MLPEnergy(nn.Module):
+    """A fully connected energy on flattened inputs."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        activation_name: str = "swish",
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), activation(activation_name)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1)).squeeze(-1)
+
+
+class ConvEnergy(nn.Module):
+    """A small strided conv energy for 8x8 to 32x32 images (size-agnostic by adaptive pooling)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = 32,
+        activation_name: str = "swish",
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        act = lambda: activation(activation_name)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1),
+            act(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            act(),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+            act(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(4 * width, 1)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(-1)
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over spatial positions, with a learned residual gate."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).flatten(2).chunk(3, dim=1)
+        attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)
+        return x + self.gate * (v @ attn.transpose(1, 2)).view(b, c, h, w)
+
+
+class ResBlock(nn.Module):
+    def __init__(
+        self, c_in: int, c_out: int, downsample: bool, norm: str | None, activation_name: str
+    ):
+        super().__init__()
+        groups = lambda c: nn.GroupNorm(min(32, c // 4) or 1, c)  # noqa: E731
+        self.body = nn.Sequential(
+            groups(c_in) if norm == "group" else nn.Identity(),
+            activation(activation_name),
+            nn.Conv2d(c_in, c_out, 3, 1, 1),
+            groups(c_out) if norm == "group" else nn.Identity(),
+            activation(activation_name),
+            nn.Conv2d(c_out, c_out, 3, 1, 1),
+        )
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.pool = nn.AvgPool2d(2) if downsample else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.body(x) + self.skip(x))
+
+
+class ResNetEnergy(nn.Module):
+    """Residual energy: stages of blocks that halve the resolution, optional GroupNorm and
+    self-attention after the first stage, global sum pooling, linear head."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        widths: tuple[int, ...] = (64, 128, 256),
+        blocks_per_stage: int = 1,
+        spectral_norm: bool = False,
+        norm: str | None = None,
+        activation_name: str = "swish",
+        self_attention: bool = False,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1)]
+        c_in = widths[0]
+        for stage, width in enumerate(widths):
+            for block in range(blocks_per_stage):
+                last = block == blocks_per_stage - 1
+                layers.append(ResBlock(c_in, width, last, norm, activation_name))
+                c_in = width
+            if stage == 0 and self_attention:
+                layers.append(SelfAttention(c_in))
+        layers.append(activation(activation_name))
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, 1)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).sum(dim=(2, 3))).squeeze(-1)
+
+
+def build_energy(shape: tuple[int, ...], kind: str = "auto", **options) -> nn.Module:
+    """The energy net for data of `shape`: "mlp", "conv", "resnet", or "auto" (MLP for vectors,
+    conv up to 16 px, ResNet above). `options` go to the chosen class (`activation` is accepted
+    as a short name for `activation_name`)."""
+    if "activation" in options:
+        options["activation_name"] = options.pop("activation")
+    if kind == "auto":
+        kind = "mlp" if len(shape) == 1 else "conv" if shape[-1] <= 16 else "resnet"
+    if kind == "mlp":
+        return MLPEnergy(math.prod(shape), **options)
+    if len(shape) != 3:
+        raise EbmlabError(f"energy_net kind {kind} needs image data (C, H, W), got shape {shape}")
+    if kind == "conv":
+        return ConvEnergy(shape[0], **options)
+    if kind == "resnet":
+        return ResNetEnergy(shape[0], **options)
+    raise EbmlabError(f"unknown energy_net kind {kind!r}; choose auto, mlp, conv or resnet")

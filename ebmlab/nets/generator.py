@@ -1,0 +1,69 @@
+"""Generators z (B, z_dim) -> x (B, *shape). BatchNorm is allowed here (no MCMC runs on them)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from ebmlab.errors import EbmlabError
+
+
+class MLPGenerator(nn.Module):
+    def __init__(
+        self,
+        z_dim: int,
+        out_shape: tuple[int, ...],
+        hidden: int = 128,
+        depth: int = 3,
+        batch_norm: bool = False,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = z_dim
+        for _ in range(depth):
+            layers.append(nn.Linear(width, hidden))
+            layers += [nn.BatchNorm1d(hidden)] if batch_norm else []
+            layers.append(nn.ReLU())
+            width = hidden
+        layers.append(nn.Linear(width, math.prod(out_shape)))
+        self.net, self.out_shape = nn.Sequential(*layers), tuple(out_shape)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *self.out_shape)
+
+
+class DCGANGenerator(nn.Module):
+    """Transposed convolutions doubling a 4x4 (or 7x7 for 28 px) seed up to the image size."""
+
+    def __init__(
+        self, z_dim: int, out_shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True
+    ):
+        super().__init__()
+        channels, size, _ = out_shape
+        base = 7 if size in (14, 28) else 4
+        ups = int(round(math.log2(size / base)))
+        if base * 2**ups != size:
+            raise EbmlabError(f"DCGAN generator needs 8, 16, 28, 32 or 64 px images, got {size}")
+        widths = [width * 2 ** (ups - i) for i in range(ups + 1)]
+        self.seed = nn.Linear(z_dim, widths[0] * base * base)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.BatchNorm2d(c_in)] if batch_norm else []
+            layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)]
+        layers += [nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()]
+        self.net, self.base, self.c0 = nn.Sequential(*layers), base, widths[0]
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.seed(z).view(-1, self.c0, self.base, self.base))
+
+
+def build_generator(z_dim: int, shape: tuple[int, ...], kind: str = "auto", **options):
+    """ "mlp", "dcgan", or "auto" (MLP for vectors, DCGAN for images)."""
+    if kind == "auto":
+        kind = "mlp" if len(shape) == 1 else "dcgan"
+    if kind == "mlp":
+        return MLPGenerator(z_dim, shape, **options)
+    if kind == "dcgan" and len(shape) == 3:
+        return DCGANGenerator(z_dim, shape, **options)
+    raise EbmlabError(f"unknown generator kind {kind!r} for data of shape {shape}")

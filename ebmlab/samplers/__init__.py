@@ -1,0 +1,22 @@
+"""Samplers over any energy callable x (B, ...) -> (B,): Langevin, MALA, HMC, the replay buffer.
+
+All share one call, `sampler(energy, x, generator=None) -> (samples, info)`. They never touch a
+parameter's `.grad`, never call `.train()`/`.eval()`, change `requires_grad` only on their own
+chains, and work under a caller's `torch.no_grad()`.
+"""
+
+from ebmlab.samplers.buffer import ReplayBuffer
+from ebmlab.samplers.hmc import HMC
+from ebmlab.samplers.langevin import Energy, Langevin, energy_grad, frozen_params, langevin_step
+from ebmlab.samplers.mala import MALA
+
+__all__ = [
+    "HMC",
+    "MALA",
+    "Energy",
+    "Langevin",
+    "ReplayBuffer",
+    "energy_grad",
+    "frozen_params",
+    "langevin_step",
+]
