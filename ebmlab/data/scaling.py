@@ -38,4 +38,3 @@ class Scaler(nn.Module):
 
     def to_user(self, x: Tensor) -> Tensor:
         return x * self.scale + self.shift
-
