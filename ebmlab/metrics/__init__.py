@@ -1,0 +1,212 @@
+"""Metrics that stay honest for each kind of data, and `evaluate`, which picks the ones that fit.
+
+- toy2d.py: exact KL / NLL / log Z of a 2D model on a grid.
+- mmd.py: unbiased MMD between samples (2D and tabular data).
+- fd.py: Fréchet distance and KID in the features of a classifier ebmlab trains per dataset,
+  and FID proper with the standard Inception network.
+- ood.py: AUROC of -E(x) per OOD set.
+- image.py: RMSE, PSNR and SSIM for reconstruction and inpainting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ebmlab.errors import EbmlabError
+from ebmlab.metrics._common import batched_energy, model_device, seeded
+from ebmlab.metrics.fd import (
+    FeatureExtractor,
+    FeatureNet,
+    cache_dir,
+    classifier_features,
+    frechet_distance,
+    inception_features,
+    kid,
+    random_features,
+    train_feature_net,
+)
+from ebmlab.metrics.image import image_scores, psnr, rmse, ssim
+from ebmlab.metrics.mmd import mmd2
+from ebmlab.metrics.ood import auroc, ood_table
+from ebmlab.metrics.toy2d import density_grid, grid_density_metrics
+
+__all__ = [
+    "FeatureExtractor",
+    "FeatureNet",
+    "auroc",
+    "cache_dir",
+    "classifier_features",
+    "density_grid",
+    "evaluate",
+    "frechet_distance",
+    "grid_density_metrics",
+    "image_scores",
+    "inception_features",
+    "kid",
+    "mmd2",
+    "ood_table",
+    "psnr",
+    "random_features",
+    "rmse",
+    "ssim",
+    "train_feature_net",
+]
+
+DEFAULT_SAMPLES = {"toy2d": 2_000, "tabular": 2_000, "image": 1_000}
+#: largest batch handed to model.sample, to bound the memory of Langevin chains
+SAMPLE_BATCH = 500
+
+
+def evaluate(
+    model: Any,
+    dataset: Any,
+    *,
+    n_samples: int | None = None,
+    fid: bool = False,
+    ood: Mapping[str, Tensor] | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Score a model with the metrics that fit its data.
+
+    Samples are drawn with `model.sample` (with autograd, in batches of at most 500) under a
+    fixed seed, and the caller's random state is restored afterwards. Sample-based metrics
+    compare against a random test subset of the same size (all of the test split if smaller).
+
+    Keys, by dataset kind:
+
+    - always: `energy_test`, `energy_samples`: mean energy of the test split and of the samples.
+    - toy2d (when `dataset.bounds` is set): `log_z`; and with `dataset.log_density` also `kl`
+      (KL(p_data || p_model), nats), `nll` (E_p[-log q], nats), `data_entropy` (nats) and
+      `kl_exact_density` (1.0 if the data log-density is exact, 0.0 if an estimate such as a
+      histogram); see `grid_density_metrics`. Also `mmd2`: unbiased squared MMD of samples vs
+      test points.
+    - tabular: `mmd2`.
+    - image, with labels: `fd_classifier` (Fréchet distance of samples vs test in the features
+      of the dataset's cached classifier), `fd_classifier_floor` (the same for train vs test at
+      the same sizes: the best a model can expect), `kid`, `kid_std` (KID of samples vs test in
+      the same features), `feature_net_acc` (the classifier's test accuracy).
+    - image, without labels: `fd_random_features`, `fd_random_features_floor`,
+      `kid_random_features`, `kid_random_features_std`: the same in the features of a fixed,
+      seeded, untrained network (not comparable with classifier-feature numbers).
+    - image with `fid=True`: `fid_inception` and `fid_inception_floor` (standard Inception FID;
+      about 9 images per second on two CPU cores, so use small n or an accelerator).
+    - with `ood`: `auroc/<name>` per OOD set (score -E; test split = in-distribution).
+
+    Args:
+        model: Object with `energy(x) -> (B,)` and `sample(n) -> (n, *shape)` in model units;
+            if it has `parameters()`, their device is used for all computation.
+        dataset: Dataset with `name`, `kind` ("toy2d", "image" or "tabular"), `train`, `test`,
+            `train_labels`, `test_labels`, and for toy2d `log_density`, `log_density_exact`,
+            `bounds`.
+        n_samples: Samples to draw. Default: 2,000 for toy2d and tabular, 1,000 for images.
+        fid: Also compute Inception FID (images only).
+        ood: Name -> OOD points shaped like the test split.
+        seed: Seed for sampling and for choosing subsets.
+
+    Returns:
+        Metric name -> value.
+
+    Raises:
+        EbmlabError: If the model lacks `energy` or `sample`, the dataset kind is unknown,
+            `n_samples` is below 2, or `fid` is asked for non-image data.
+    """
+    n = _check_request(model, dataset, n_samples, fid)
+    device = model_device(model) or dataset.test.device
+    with seeded(seed, device):
+        samples = _draw_samples(model, n)
+    test = _subset(dataset.test, n, seed)
+    results = {
+        "energy_test": float(batched_energy(model.energy, dataset.test).mean()),
+        "energy_samples": float(batched_energy(model.energy, samples).mean()),
+    }
+    if dataset.kind == "toy2d":
+        results.update(_toy2d_metrics(model, dataset))
+    if dataset.kind in ("toy2d", "tabular"):
+        results["mmd2"] = mmd2(samples, test)
+    if dataset.kind == "image":
+        train = _subset(dataset.train, n, seed + 1)
+        results.update(_feature_metrics(dataset, samples, train, test, device, seed))
+        if fid:
+            results.update(_inception_metrics(samples, train, test))
+    if ood:
+        table = ood_table(model.energy, dataset.test, ood)
+        results.update({f"auroc/{name}": value for name, value in table.items()})
+    return results
+
+
+def _check_request(model: Any, dataset: Any, n_samples: int | None, fid: bool) -> int:
+    """Validate the arguments of `evaluate` and return the number of samples to draw."""
+    for method in ("energy", "sample"):
+        if not callable(getattr(model, method, None)):
+            raise EbmlabError(f"evaluate needs a model with an `{method}` method")
+    if dataset.kind not in DEFAULT_SAMPLES:
+        raise EbmlabError(
+            f"unknown dataset kind {dataset.kind!r}; expected one of {sorted(DEFAULT_SAMPLES)}"
+        )
+    if fid and dataset.kind != "image":
+        raise EbmlabError(f"fid=True needs image data, but {dataset.name!r} is {dataset.kind}")
+    n = DEFAULT_SAMPLES[dataset.kind] if n_samples is None else n_samples
+    if n < 2:
+        raise EbmlabError(f"n_samples must be at least 2, got {n}")
+    return n
+
+
+def _draw_samples(model: Any, n: int) -> Tensor:
+    """n model samples, drawn in batches (sampling needs autograd, so no no_grad here)."""
+    sizes = [min(SAMPLE_BATCH, n - start) for start in range(0, n, SAMPLE_BATCH)]
+    batches = [model.sample(size).detach() for size in tqdm(sizes, desc="sampling", leave=False)]
+    return torch.cat(batches)
+
+
+def _subset(points: Tensor, n: int, seed: int) -> Tensor:
+    """A seeded random subset of n points (all of them, shuffled, if there are fewer)."""
+    order = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))
+    return points[order[:n]]
+
+
+def _toy2d_metrics(model: Any, dataset: Any) -> dict[str, float]:
+    """Exact grid metrics, when the dataset provides the box (and density) they need."""
+    if dataset.bounds is None:
+        return {}
+    results = grid_density_metrics(model.energy, dataset.log_density, dataset.bounds)
+    if dataset.log_density is not None:
+        results["kl_exact_density"] = 1.0 if dataset.log_density_exact else 0.0
+    return results
+
+
+def _feature_metrics(
+    dataset: Any, samples: Tensor, train: Tensor, test: Tensor, device: torch.device, seed: int
+) -> dict[str, float]:
+    """FD, its floor and KID in classifier features, or in random features without labels."""
+    labelled = dataset.train_labels is not None
+    if labelled:
+        features = classifier_features(dataset, device=device)
+        fd_key, kid_key = "fd_classifier", "kid"
+    else:
+        features = random_features(dataset.train, seed=seed, device=device)
+        fd_key, kid_key = "fd_random_features", "kid_random_features"
+    sample_feats, train_feats, test_feats = features(samples), features(train), features(test)
+    kid_mean, kid_std = kid(sample_feats, test_feats, seed=seed)
+    results = {
+        fd_key: frechet_distance(sample_feats, test_feats),
+        f"{fd_key}_floor": frechet_distance(train_feats, test_feats),
+        kid_key: kid_mean,
+        f"{kid_key}_std": kid_std,
+    }
+    if labelled:
+        results["feature_net_acc"] = features.test_accuracy
+    return results
+
+
+def _inception_metrics(samples: Tensor, train: Tensor, test: Tensor) -> dict[str, float]:
+    """Inception FID of samples vs test, and its train-vs-test floor."""
+    test_feats = inception_features(test)
+    return {
+        "fid_inception": frechet_distance(inception_features(samples), test_feats),
+        "fid_inception_floor": frechet_distance(inception_features(train), test_feats),
+    }

@@ -1,0 +1,430 @@
+import math
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+from ebmlab.errors import EbmlabError
+from ebmlab.metrics import (
+    auroc,
+    classifier_features,
+    density_grid,
+    evaluate,
+    frechet_distance,
+    grid_density_metrics,
+    image_scores,
+    inception_features,
+    kid,
+    mmd2,
+    ood_table,
+    psnr,
+    random_features,
+    rmse,
+    ssim,
+)
+from ebmlab.metrics import fd as fd_module
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_log_density(x):
+    return -0.5 * x.square().sum(1) - LOG_2PI
+
+
+def gaussian_energy(mean, offset=0.0):
+    mean = torch.tensor(mean)
+    return lambda x: 0.5 * (x - mean).square().sum(1) + offset
+
+
+class GaussianModel(nn.Module):
+    """Unit-covariance Gaussian 'model' with exact energy and exact samples."""
+
+    def __init__(self, mean):
+        super().__init__()
+        self.mean = nn.Parameter(torch.tensor(mean))
+
+    def energy(self, x):
+        return 0.5 * (x - self.mean).square().sum(1)
+
+    def sample(self, n):
+        return torch.randn(n, len(self.mean), device=self.mean.device) + self.mean.detach()
+
+
+class ImageModel:
+    """Samples drawn from a fixed image pool: a perfect sampler when the pool is the data."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def energy(self, x):
+        return x.flatten(1).square().mean(1)
+
+    def sample(self, n):
+        return self.pool[torch.randint(len(self.pool), (n,))]
+
+
+def gaussian_toy_dataset():
+    return SimpleNamespace(
+        name="gauss",
+        kind="toy2d",
+        train=torch.randn(2000, 2),
+        test=torch.randn(1000, 2),
+        train_labels=None,
+        test_labels=None,
+        log_density=standard_normal_log_density,
+        log_density_exact=True,
+        bounds=(-6.0, 6.0),
+    )
+
+
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("cache")
+        patch.setenv("EBMLAB_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def digits():
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    train, test = order[:1437], order[1437:]
+    return SimpleNamespace(
+        name="digits",
+        kind="image",
+        train=images[train],
+        test=images[test],
+        train_labels=labels[train],
+        test_labels=labels[test],
+    )
+
+
+@pytest.fixture(scope="module")
+def digit_features(feature_cache, digits):
+    return classifier_features(digits)
+
+
+# --- toy2d -------------------------------------------------------------------------------------
+
+
+def test_grid_log_z_of_gaussian_energy_is_log_two_pi():
+    metrics = grid_density_metrics(gaussian_energy([0.0, 0.0]), None, (-6.0, 6.0))
+    assert metrics.keys() == {"log_z"}
+    assert abs(metrics["log_z"] - LOG_2PI) < 1e-6
+
+
+def test_grid_kl_of_a_density_to_itself_is_zero():
+    mean, scale = torch.tensor([0.5, -1.0]), 0.8
+
+    def log_density(x):
+        return standard_normal_log_density((x - mean) / scale) - 2 * math.log(scale)
+
+    metrics = grid_density_metrics(lambda x: -log_density(x), log_density, (-6.0, 6.0))
+    assert abs(metrics["kl"]) < 1e-4
+
+
+def test_grid_kl_matches_closed_form_for_shifted_gaussian():
+    mean = [1.0, -0.5]
+    metrics = grid_density_metrics(gaussian_energy(mean), standard_normal_log_density, (-7, 7))
+    assert metrics["kl"] == pytest.approx(0.5 * (1.0 + 0.25), abs=1e-3)
+    assert metrics["data_entropy"] == pytest.approx(1 + LOG_2PI, abs=1e-4)
+    assert metrics["nll"] - metrics["data_entropy"] == pytest.approx(metrics["kl"], abs=1e-9)
+
+
+def test_grid_metrics_ignore_an_energy_constant():
+    base = grid_density_metrics(gaussian_energy([0.3, 0.2]), standard_normal_log_density, (-6, 6))
+    shifted = grid_density_metrics(
+        gaussian_energy([0.3, 0.2], offset=123.0), standard_normal_log_density, (-6, 6)
+    )
+    assert shifted["kl"] == pytest.approx(base["kl"], abs=1e-6)
+    assert shifted["nll"] == pytest.approx(base["nll"], abs=1e-6)
+    assert shifted["log_z"] == pytest.approx(base["log_z"] - 123.0, abs=1e-5)
+
+
+def test_grid_cells_without_data_mass_add_nothing():
+    def uniform_square(x):  # uniform on [-1, 1]^2, zero density elsewhere
+        inside = (x.abs() <= 1).all(dim=1)
+        return torch.where(inside, -math.log(4.0), -math.inf)
+
+    metrics = grid_density_metrics(lambda x: torch.zeros(len(x)), uniform_square, (-2.0, 2.0))
+    # q is uniform on the 4 x 4 box: KL = log(16 / 4)
+    assert metrics["kl"] == pytest.approx(math.log(4.0), abs=1e-9)
+    assert math.isfinite(metrics["data_entropy"])
+
+
+def test_density_grid_rows_are_y():
+    xs, ys, values = density_grid(lambda x: x[:, 0] + 10 * x[:, 1], (-1.0, 1.0), resolution=5)
+    assert values.shape == (5, 5)
+    assert values[1, 3] == pytest.approx(xs[3] + 10 * ys[1], abs=1e-6)
+
+
+@pytest.mark.parametrize("bounds, resolution", [((1.0, -1.0), 10), ((0.0, math.inf), 10)])
+def test_grid_rejects_impossible_grids(bounds, resolution):
+    with pytest.raises(EbmlabError, match="bounds"):
+        grid_density_metrics(gaussian_energy([0.0, 0.0]), None, bounds, resolution)
+
+
+# --- mmd ---------------------------------------------------------------------------------------
+
+
+def test_mmd_is_unbiased_for_one_distribution():
+    values = []
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        values.append(mmd2(torch.randn(300, 2, generator=generator), torch.randn(300, 2)))
+    values = np.array(values)
+    assert abs(values.mean()) < 3 * values.std() / math.sqrt(len(values))
+    assert mmd2(torch.randn(300, 2), torch.randn(300, 2) + 0.5) > 10 * values.std()
+
+
+def test_mmd_grows_with_shift():
+    x, noise = torch.randn(400, 3), torch.randn(400, 3)
+    bandwidths = [0.5, 1.0, 2.0]
+    values = [mmd2(x, noise + shift, bandwidths) for shift in (0.25, 0.5, 1.0, 2.0)]
+    assert values[0] > 0
+    assert all(a < b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_mmd_rejects_mismatched_samples():
+    with pytest.raises(EbmlabError, match="same size"):
+        mmd2(torch.randn(10, 2), torch.randn(10, 3))
+    with pytest.raises(EbmlabError, match="at least 2"):
+        mmd2(torch.randn(1, 2), torch.randn(10, 2))
+
+
+# --- image scores ------------------------------------------------------------------------------
+
+
+def test_identical_images_score_perfectly():
+    x = torch.rand(4, 1, 28, 28)
+    assert np.all(np.isinf(psnr(x, x)))
+    assert np.allclose(ssim(x, x), 1.0)
+    assert np.allclose(rmse(x, x), 0.0)
+
+
+def test_constant_offset_gives_rmse_and_psnr():
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64) * 0.9
+    assert np.allclose(rmse(x + 0.1, x), 0.1)
+    assert np.allclose(psnr(x + 0.1, x), 20.0)
+    assert image_scores(x + 0.1, x)["psnr"] == pytest.approx(20.0)
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 3, 32, 32), (2, 1, 5, 9)])
+def test_ssim_handles_small_and_colour_images(shape):
+    clean = torch.rand(shape)
+    noisy = (clean + 0.2 * torch.randn(shape)).clamp(0, 1)
+    scores = ssim(noisy, clean)
+    assert scores.shape == (2,)
+    assert np.all(scores < 0.99)
+    assert np.allclose(ssim(clean, clean), 1.0)
+
+
+def test_mask_scores_only_the_region():
+    x = torch.rand(2, 1, 8, 8) * 0.5
+    y = x.clone()
+    y[:, :, :4] += 0.2  # error only in the top half
+    top = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    top[:, :, :4] = True
+    assert np.allclose(rmse(y, x, mask=top), 0.2)
+    assert np.allclose(rmse(y, x, mask=~top), 0.0)
+    assert np.allclose(rmse(y, x), math.sqrt(0.5 * 0.04))
+    assert np.allclose(ssim(x, x, mask=top), 1.0)
+
+
+def test_image_scores_reject_model_units_and_empty_masks():
+    x = torch.rand(2, 1, 8, 8)
+    with pytest.raises(EbmlabError, match=r"\[0, 1\]"):
+        rmse(x * 2 - 1, x)
+    with pytest.raises(EbmlabError, match="no pixel"):
+        rmse(x, x, mask=torch.zeros(2, 1, 8, 8))
+
+
+# --- OOD ---------------------------------------------------------------------------------------
+
+
+def test_auroc_extremes_and_chance():
+    inside, outside = torch.arange(100.0), torch.arange(100.0) - 1000
+    assert auroc(inside, outside) == 1.0
+    assert auroc(outside, inside) == 0.0
+    same = torch.randn(2000)
+    assert auroc(same[:1000], same[1000:]) == pytest.approx(0.5, abs=0.05)
+
+
+def test_ood_table_scores_each_set_by_negative_energy():
+    energy = GaussianModel([0.0, 0.0]).energy
+    test = torch.randn(500, 2)
+    table = ood_table(energy, test, {"far": torch.randn(500, 2) * 4, "same": torch.randn(500, 2)})
+    assert list(table) == ["far", "same"]
+    assert table["far"] > 0.9
+    assert table["same"] == pytest.approx(0.5, abs=0.07)
+    with pytest.raises(EbmlabError, match="shape"):
+        ood_table(energy, test, {"bad": torch.randn(10, 3)})
+
+
+def test_auroc_rejects_nan_scores():
+    with pytest.raises(EbmlabError, match="NaN"):
+        auroc(torch.tensor([1.0, math.nan]), torch.tensor([0.0]))
+
+
+# --- Fréchet distance and KID ------------------------------------------------------------------
+
+
+def gaussian_with_exact_moments(n, mean, variances, seed):
+    """Points whose sample mean and covariance equal the given ones exactly."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, len(mean)))
+    z -= z.mean(axis=0)
+    z = z @ np.linalg.inv(np.linalg.cholesky(np.cov(z, rowvar=False))).T
+    return z * np.sqrt(variances) + mean
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    a = torch.randn(500, 16)
+    assert abs(frechet_distance(a, a)) < 1e-8
+
+
+def test_frechet_distance_matches_closed_form_for_gaussians():
+    m1, m2 = np.array([0.0, 1.0, -1.0]), np.array([0.5, 0.0, 0.0])
+    s1, s2 = np.array([1.0, 2.0, 0.5]), np.array([3.0, 0.5, 0.5])
+    a = gaussian_with_exact_moments(400, m1, s1, seed=0)
+    b = gaussian_with_exact_moments(300, m2, s2, seed=1)
+    expected = np.sum((m1 - m2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert frechet_distance(a, b) == pytest.approx(expected, abs=1e-8)
+
+
+def test_distances_are_nan_for_diverged_features():
+    a, b = torch.randn(50, 4), torch.randn(50, 4)
+    b[3, 1] = math.nan
+    assert math.isnan(frechet_distance(a, b))
+    assert all(math.isnan(v) for v in kid(a, b))
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_shift():
+    a, b = torch.randn(600, 32), torch.randn(600, 32)
+    same, same_std = kid(a, b)
+    assert abs(same) < 3 * same_std
+    shifted = [kid(a, b + shift)[0] for shift in (0.25, 0.5, 1.0)]
+    assert shifted[0] > same + 3 * same_std
+    assert shifted[0] < shifted[1] < shifted[2]
+    # subsets drawn twice from one set share points, so a set against itself sits just below 0
+    assert abs(kid(a, a)[0]) < 0.2 * shifted[0]
+
+
+def test_feature_classifier_learns_digits_and_is_cached(digits, digit_features, monkeypatch):
+    assert digit_features.test_accuracy > 0.85
+    assert digit_features.path.parent == fd_module.cache_dir() / "feature_nets"
+    assert digit_features.path.name.startswith("digits-")
+    features = digit_features(digits.test)
+    assert features.shape == (len(digits.test), 128)
+    written = os.stat(digit_features.path).st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached network should be loaded, not retrained")
+
+    monkeypatch.setattr(fd_module, "train_feature_net", no_training)
+    again = classifier_features(digits)
+    assert os.stat(again.path).st_mtime_ns == written
+    assert again.test_accuracy == digit_features.test_accuracy
+    assert torch.allclose(again(digits.test), features)
+
+
+def test_random_features_are_fixed_by_seed_and_any_size():
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    first = random_features(images, seed=3)(images)
+    assert first.shape == (6, 128)
+    assert torch.equal(first, random_features(images, seed=3)(images))
+    assert not torch.equal(first, random_features(images, seed=4)(images))
+    with pytest.raises(EbmlabError, match="H, W >= 8"):
+        random_features(torch.rand(2, 1, 4, 4))
+
+
+def test_classifier_features_need_labels(digits):
+    unlabelled = SimpleNamespace(**{**vars(digits), "train_labels": None})
+    with pytest.raises(EbmlabError, match="no labels"):
+        classifier_features(unlabelled)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_inception_features_shape_and_self_distance():
+    images = torch.rand(8, 1, 28, 28) * 2 - 1
+    feats = inception_features(images)
+    assert feats.shape == (8, 2048)
+    # 8 points in 2048 dimensions: the covariance is singular, so allow sqrtm's rounding
+    assert abs(frechet_distance(feats, feats)) < 1e-6 * float(feats.var(0).sum()) + 1e-6
+
+
+# --- evaluate ----------------------------------------------------------------------------------
+
+
+def test_evaluate_exact_gaussian_model_has_no_kl():
+    results = evaluate(GaussianModel([0.0, 0.0]), gaussian_toy_dataset(), n_samples=500)
+    assert results["kl"] < 1e-3
+    assert results["kl_exact_density"] == 1.0
+    assert results["log_z"] == pytest.approx(LOG_2PI, abs=1e-5)
+    assert abs(results["mmd2"]) < 0.01
+    assert results["energy_test"] == pytest.approx(1.0, abs=0.15)
+    assert all(isinstance(value, float) for value in results.values())
+
+
+def test_evaluate_wrong_gaussian_model_has_large_kl_and_mmd():
+    results = evaluate(GaussianModel([1.0, 1.0]), gaussian_toy_dataset(), n_samples=500)
+    assert results["kl"] == pytest.approx(1.0, abs=1e-3)
+    assert results["mmd2"] > 0.05
+
+
+def test_evaluate_is_repeatable_and_keeps_the_callers_random_state():
+    dataset = gaussian_toy_dataset()
+    state = torch.get_rng_state()
+    first = evaluate(GaussianModel([0.0, 0.0]), dataset, n_samples=200, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluate(GaussianModel([0.0, 0.0]), dataset, n_samples=200, seed=5) == first
+
+
+def test_evaluate_tabular_data():
+    dataset = SimpleNamespace(
+        name="table",
+        kind="tabular",
+        train=torch.randn(500, 5),
+        test=torch.randn(500, 5),
+        train_labels=None,
+        test_labels=None,
+    )
+    results = evaluate(GaussianModel([0.0] * 5), dataset, n_samples=300)
+    assert set(results) == {"energy_test", "energy_samples", "mmd2"}
+
+
+def test_evaluate_images_with_classifier_features(digits, digit_features):
+    perfect = evaluate(ImageModel(digits.train), digits, n_samples=300)
+    noise = evaluate(ImageModel(torch.rand(300, 1, 8, 8) * 2 - 1), digits, n_samples=300)
+    floor = perfect["fd_classifier_floor"]
+    assert perfect["feature_net_acc"] == digit_features.test_accuracy
+    assert perfect["fd_classifier"] < 2 * floor
+    assert noise["fd_classifier"] > 5 * floor
+    assert noise["kid"] > perfect["kid"] + 3 * perfect["kid_std"]
+
+
+def test_evaluate_unlabelled_images_use_random_features_and_ood(digits):
+    unlabelled = SimpleNamespace(**{**vars(digits), "train_labels": None, "test_labels": None})
+    ood = {"noise": torch.rand(200, 1, 8, 8) * 2 - 1}
+    results = evaluate(ImageModel(digits.train), unlabelled, n_samples=200, ood=ood)
+    assert {"fd_random_features", "fd_random_features_floor", "kid_random_features"} <= set(results)
+    assert "fd_classifier" not in results and "feature_net_acc" not in results
+    assert 0.0 <= results["auroc/noise"] <= 1.0
+
+
+def test_evaluate_rejects_bad_requests():
+    dataset = gaussian_toy_dataset()
+    with pytest.raises(EbmlabError, match="sample"):
+        evaluate(SimpleNamespace(energy=lambda x: x.sum(1)), dataset)
+    with pytest.raises(EbmlabError, match="fid=True"):
+        evaluate(GaussianModel([0.0, 0.0]), dataset, fid=True)
+    with pytest.raises(EbmlabError, match="kind"):
+        evaluate(GaussianModel([0.0, 0.0]), SimpleNamespace(**{**vars(dataset), "kind": "audio"}))
