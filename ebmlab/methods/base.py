@@ -1,0 +1,77 @@
+"""The small surface every training method shares (design.md, "The few interfaces").
+
+A method owns its networks, optimisers and sampler state. The Trainer only calls `train_step`,
+`energy`, `sample`, `state_dict` and reads `ema_modules`; metrics and tasks only `energy` and
+`sample`. No method inherits from another: what two share lives in samplers/, nets/, metrics/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ebmlab.errors import EbmlabError
+
+
+class Method(nn.Module, ABC):
+    """Base of every method: holds the config and the one place where `backward()` runs."""
+
+    Config: ClassVar[type]
+    #: names of sub-modules whose weights the Trainer averages (EMA) for evaluation
+    ema_modules: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Any, data_shape: tuple[int, ...]):
+        super().__init__()
+        self.cfg = cfg
+        self.data_shape = tuple(data_shape)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @abstractmethod
+    def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
+        """One iteration of the paper's algorithm on a batch in model units."""
+
+    @abstractmethod
+    def energy(self, x: Tensor) -> Tensor:
+        """Per-example energy (B,) of model-unit inputs; lower is more likely."""
+
+    @abstractmethod
+    def sample(self, n: int) -> Tensor:
+        """n samples in model units, by the paper's own sampling procedure."""
+
+    def update(self, name: str, loss: Tensor, clip: float | None = None) -> None:
+        """Backward and step optimiser `name`: the seam for AMP and multi-process sync."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if set(state) != set(self.optimizers):
+            raise EbmlabError(
+                f"checkpoint optimisers {sorted(state)} do not match {sorted(self.optimizers)}"
+            )
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state[name])
+
+
+def detached(**logs: Tensor) -> dict[str, Tensor]:
+    """The logs a `train_step` returns: tensors cut from the graph, still on the device."""
+    return {name: value.detach() for name, value in logs.items()}
+
+
+def data_box(data_shape: tuple[int, ...]) -> tuple[float, float] | None:
+    """Images live in [-1, 1] in model units, so chains are clamped there; vectors are free."""
+    return (-1.0, 1.0) if len(data_shape) == 3 else None

@@ -1,0 +1,164 @@
+"""Pictures and the per-run report.md: config, metrics table, loss curves, densities, samples."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from ebmlab.data import Dataset  # noqa: E402
+
+if TYPE_CHECKING:
+    from ebmlab.api import Run
+
+METRIC_NOTES = {
+    "kl": "exact KL(p_data ‖ p_model), nats, exp(-E) normalised on a grid",
+    "nll": "cross-entropy E_p_data[-log p_model], nats, on the grid",
+    "data_entropy": "entropy of the data density, nats (nll = data_entropy + kl)",
+    "log_z": "log normalising constant of exp(-E) on the grid",
+    "mmd2": "squared MMD between model samples and test data (RBF kernels)",
+    "fd_classifier": "Fréchet distance in the features of ebmlab's own classifier (not FID)",
+    "fd_classifier_floor": "the same distance between train and test data: the floor",
+    "kid": "kernel inception-style distance in the same classifier features",
+    "fid_inception": "FID with the standard Inception-v3 network",
+    "energy_test": "mean energy of test data",
+    "energy_samples": "mean energy of model samples",
+}
+
+
+def image_grid(images: Tensor, ncol: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> one (rows*H, ncol*W[, 3]) array in [0, 1] with 1px gaps."""
+    images = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    n, channels, height, width = images.shape
+    ncol = ncol or math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    grid = np.ones((nrow * (height + 1) + 1, ncol * (width + 1) + 1, channels))
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncol)
+        top, left = 1 + r * (height + 1), 1 + c * (width + 1)
+        grid[top : top + height, left : left + width] = img.transpose(1, 2, 0)
+    return grid[..., 0] if channels == 1 else grid
+
+
+def _show_images(ax: plt.Axes, images: Tensor, title: str) -> None:
+    grid = image_grid(images)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+
+
+def _scatter(ax: plt.Axes, points: Tensor, title: str, bounds: tuple[float, float] | None):
+    points = points.detach().cpu().numpy()
+    ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.5)
+    if bounds is not None:
+        ax.set_xlim(bounds)
+        ax.set_ylim(bounds)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
+    """Samples (model units) beside data: image grids, or 2D scatters of the first two columns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
+    if dataset.kind == "image":
+        _show_images(axes[0], dataset.test[: len(samples)], "data (test)")
+        _show_images(axes[1], samples, "samples")
+    else:
+        label = "" if dataset.kind == "toy2d" else " (first two standardised columns)"
+        _scatter(axes[0], dataset.test[: len(samples)], "data" + label, dataset.bounds)
+        _scatter(axes[1], samples, "samples" + label, dataset.bounds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int = 200) -> None:
+    """2D only: data density, model density exp(-E)/Z, and model samples, on one box."""
+    from ebmlab.metrics.toy2d import density_grid
+
+    method, bounds = run.method, dataset.bounds
+    with torch.no_grad():
+        _, _, log_p = density_grid(dataset.log_density, bounds, resolution)
+        _, _, neg_e = density_grid(
+            lambda x: -method.energy(x.to(method.device)), bounds, resolution
+        )
+    samples = method.sample(2000).detach().cpu()
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.5))
+    extent = (*bounds, *bounds)
+    for ax, values, title in (
+        (axes[0], log_p, "data density"),
+        (axes[1], neg_e, "model density exp(-E)/Z"),
+    ):
+        values = torch.as_tensor(values, dtype=torch.float64)
+        density = torch.exp(values - torch.logsumexp(values.flatten(), 0)).numpy()
+        ax.imshow(density, origin="lower", extent=extent, cmap="magma")
+        ax.set_title(title)
+    _scatter(axes[2], samples, f"samples ({run.config.method}.sample)", bounds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_loss_figure(history: list[dict[str, float]], path: Path) -> None:
+    keys = [k for k in history[0] if k not in ("step", "it_per_s", "wall_s")]
+    steps = [row["step"] for row in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(steps, [row[key] for row in history])
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    lines = ["| metric | value | meaning |", "|---|---|---|"]
+    for key, value in metrics.items():
+        note = METRIC_NOTES.get(key, "AUROC of -E, in vs this OOD set" if "auroc" in key else "")
+        lines.append(f"| {key} | {value:.4g} | {note} |")
+    return "\n".join(lines)
+
+
+def write_report(run: Run, dataset: Dataset, history: list[dict[str, float]]) -> Path:
+    """Write report.md and its figures into the run directory; returns the report's path."""
+    figures = []
+    if history:
+        save_loss_figure(history, run.path / "loss.png")
+        figures.append(("Training curves", "loss.png"))
+    if dataset.kind == "toy2d":
+        save_density_figure(run, dataset, run.path / "density.png")
+        figures.append(("Data density, model density and samples", "density.png"))
+    else:
+        n = 64 if dataset.kind == "image" else 2000
+        save_samples_figure(run.method.sample(n).detach().cpu(), dataset, run.path / "samples.png")
+        figures.append(("Data and samples", "samples.png"))
+    seconds = history[-1]["wall_s"] if history else 0.0
+    lines = [
+        f"# {run.config.method} on {dataset.name}",
+        "",
+        f"{run.config.train.steps} steps, about {seconds:.0f} s of training "
+        f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
+        "",
+        "## Metrics",
+        "",
+        metrics_table(run.metrics),
+        "",
+    ]
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    config_text = yaml.safe_dump(run.config.to_dict(), sort_keys=False)
+    lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
+    path = run.path / "report.md"
+    path.write_text("\n".join(lines))
+    return path

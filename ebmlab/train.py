@@ -1,0 +1,221 @@
+"""The Trainer: loop, progress, logging, EMA, previews, checkpoints, resume, divergence guard.
+
+It knows nothing about any one method: it calls `method.train_step(x, step)` and reads back a
+dict of tensors, converting them to floats only when it logs (no per-step device sync).
+
+Exact resume: the batch order is a pure function of (seed, step), the global torch RNG state is
+saved with every checkpoint, and previews draw from a forked RNG, so a run resumed from step k
+repeats, bit for bit on CPU, what the uninterrupted run did after step k.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ebmlab.config import RunConfig
+from ebmlab.data import Dataset
+from ebmlab.errors import EbmlabError
+from ebmlab.methods import Method
+from ebmlab.nets import EMA
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+class TrainingDiverged(EbmlabError):
+    """A logged loss or energy became NaN or infinite."""
+
+
+def atomic_save(payload: Any, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves a broken file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """Runs `config.train.steps` iterations of a method on a dataset, into `run_dir`."""
+
+    def __init__(
+        self,
+        method: Method,
+        dataset: Dataset,
+        config: RunConfig,
+        run_dir: str | Path,
+        device: torch.device,
+        progress: bool = True,
+    ):
+        self.method = method.to(device)
+        self.dataset = dataset
+        self.config = config
+        self.cfg = config.train
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.progress = progress
+        self.train_data = dataset.train.to(device)
+        self.batch_size = min(config.data.batch_size, len(self.train_data))
+        self.emas = {
+            name: EMA(getattr(method, name), self.cfg.ema_decay)
+            for name in method.ema_modules
+            if self.cfg.ema_decay > 0
+        }
+        self._epoch_perm: tuple[int, Tensor] | None = None
+
+    def batch(self, step: int) -> Tensor:
+        """The batch of iteration `step`: a seeded permutation per epoch, no state to save."""
+        per_epoch = len(self.train_data) // self.batch_size
+        epoch, position = divmod(step, per_epoch)
+        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
+            generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            perm = torch.randperm(len(self.train_data), generator=generator)
+            self._epoch_perm = (epoch, perm.to(self.device))
+        start = position * self.batch_size
+        return self.train_data[self._epoch_perm[1][start : start + self.batch_size]]
+
+    @contextlib.contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        """Swap in the EMA weights (when EMA is on) for previews, metrics and export."""
+        with contextlib.ExitStack() as stack:
+            for name, ema in self.emas.items():
+                stack.enter_context(ema.swapped(getattr(self.method, name)))
+            yield
+
+    def checkpoint_payload(self, step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "config": self.config.to_dict(),
+            "data_shape": list(self.dataset.shape),
+            "data_kind": self.dataset.kind,
+            "method": self.method.state_dict(),
+            "optimizers": self.method.optimizer_state(),
+            "ema": {name: ema.state_dict() for name, ema in self.emas.items()},
+            "scaler": self.dataset.scaler.state_dict(),
+            "rng": rng_state(),
+            "torch_version": torch.__version__,
+        }
+
+    def restore(self, path: Path) -> int:
+        """Load a checkpoint written by this Trainer; returns the step to continue from."""
+        payload = torch.load(path, map_location=self.device, weights_only=False)
+        self.method.load_state_dict(payload["method"])
+        self.method.load_optimizer_state(payload["optimizers"])
+        for name, ema in self.emas.items():
+            ema.load_state_dict(payload["ema"][name])
+        set_rng_state(payload["rng"])
+        return int(payload["step"])
+
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        """Train to `steps`; returns the logged rows (also in metrics.jsonl)."""
+        checkpoint = self.run_dir / CHECKPOINT
+        start = 0
+        if resume:
+            if not checkpoint.is_file():
+                raise EbmlabError(f"nothing to resume: {checkpoint} does not exist")
+            start = self.restore(checkpoint)
+        else:
+            torch.manual_seed(self.cfg.seed)
+        log = MetricsLog(self.run_dir / "metrics.jsonl", keep_up_to=start)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        bar = tqdm(
+            total=self.cfg.steps,
+            initial=start,
+            desc=f"{self.config.method} on {self.dataset.name}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        tick, tick_step = time.perf_counter(), start
+        wall_start = tick - (log.rows[-1]["wall_s"] if log.rows else 0.0)
+        for step in range(start, self.cfg.steps):
+            logs = self.method.train_step(self.batch(step), step)
+            for value in logs.values():
+                finite &= torch.isfinite(value).all()
+            for name, ema in self.emas.items():
+                ema.update(getattr(self.method, name))
+            done = step + 1
+            bar.update(1)
+            last = done == self.cfg.steps
+            if done % self.cfg.log_every == 0 or last:
+                self._guard(finite, done, logs)
+                now = time.perf_counter()
+                row = {k: float(v) for k, v in logs.items()}
+                row |= {
+                    "step": done,
+                    "it_per_s": (done - tick_step) / max(now - tick, 1e-9),
+                    "wall_s": now - wall_start,
+                }
+                tick, tick_step = now, done
+                log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4g}")
+            if self.cfg.sample_every and done % self.cfg.sample_every == 0:
+                self.preview(done)
+            if done % self.cfg.ckpt_every == 0 or last:
+                self._guard(finite, done, logs)
+                atomic_save(self.checkpoint_payload(done), checkpoint)
+        bar.close()
+        return log.rows
+
+    def _guard(self, finite: Tensor, step: int, logs: dict[str, Tensor]) -> None:
+        if bool(finite):
+            return
+        checkpoint = self.run_dir / CHECKPOINT
+        kept = (
+            f"the last good checkpoint is kept at {checkpoint}"
+            if checkpoint.is_file()
+            else "no checkpoint was written before it"
+        )
+        values = ", ".join(f"{k}={float(v):.3g}" for k, v in logs.items())
+        raise TrainingDiverged(
+            f"training diverged by step {step} ({values}); {kept}. "
+            "Lower the learning rate or the Langevin step size and train again."
+        )
+
+    def preview(self, step: int) -> None:
+        """Save a picture of samples, drawn from a forked RNG so training is unaffected."""
+        from ebmlab.report import save_samples_figure
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.evaluation_weights():
+            torch.manual_seed(self.cfg.seed + step)
+            samples = self.method.sample(64 if self.dataset.kind == "image" else 1000)
+        save_samples_figure(samples.cpu(), self.dataset, self.run_dir / f"samples/step_{step}.png")
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON row per log step; on resume, rows past the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_up_to: int):
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+        if path.is_file():
+            lines = path.read_text().splitlines()
+            self.rows = [r for r in map(json.loads, lines) if r["step"] <= keep_up_to]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def write(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")

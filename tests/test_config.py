@@ -1,0 +1,74 @@
+"""Config layering: defaults < preset < user file < overrides; types coerced; unknown keys named."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from ebmlab.config import (
+    RunConfig,
+    TrainConfig,
+    build_dataclass,
+    find_preset,
+    merge,
+    parse_overrides,
+)
+from ebmlab.errors import EbmlabError
+
+
+@dataclass(frozen=True)
+class Example:
+    lr: float = 1e-3
+    steps: int = 10
+    clip: float | None = 0.5
+    betas: tuple[float, float] = (0.0, 0.999)
+    flag: bool = False
+
+
+def test_overrides_parse_to_nested_typed_values():
+    tree = parse_overrides(["--method.lr=1e-4", "train.steps=20", "method.net.width=64"])
+    assert tree == {"method": {"lr": 1e-4, "net": {"width": 64}}, "train": {"steps": 20}}
+
+
+def test_coercion_from_strings_and_lists():
+    cfg = build_dataclass(
+        Example,
+        {"lr": "2e-4", "steps": "7", "clip": "none", "betas": "[0.5, 0.9]", "flag": "true"},
+        "method",
+    )
+    assert cfg == Example(lr=2e-4, steps=7, clip=None, betas=(0.5, 0.9), flag=True)
+
+
+def test_unknown_key_is_named_with_the_valid_ones():
+    with pytest.raises(EbmlabError, match=r"unknown method option\(s\) \['lrr'\]; valid: .*lr"):
+        build_dataclass(Example, {"lrr": 1.0}, "method")
+
+
+def test_bad_type_is_one_clear_error():
+    with pytest.raises(EbmlabError, match="method.steps must be int"):
+        build_dataclass(Example, {"steps": "many"}, "method")
+    with pytest.raises(EbmlabError, match="must be an integer"):
+        build_dataclass(Example, {"steps": 2.5}, "method")
+
+
+def test_merge_is_recursive_and_later_wins():
+    base = {"method": {"name": "cd", "lr": 1.0, "net": {"kind": "mlp", "width": 8}}}
+    merged = merge(base, {"method": {"lr": 2.0, "net": {"width": 16}}})
+    assert merged == {"method": {"name": "cd", "lr": 2.0, "net": {"kind": "mlp", "width": 16}}}
+    assert base["method"]["lr"] == 1.0
+
+
+def test_run_config_round_trip():
+    cfg = RunConfig("cd", {"lr": 0.1}, train=TrainConfig(steps=5))
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_run_config_rejects_unknown_sections_and_missing_method():
+    with pytest.raises(EbmlabError, match="unknown config section"):
+        RunConfig.from_dict({"method": {"name": "cd"}, "optim": {}})
+    with pytest.raises(EbmlabError, match="names no method"):
+        RunConfig.from_dict({"train": {"steps": 3}})
+
+
+def test_presets_fall_back_from_dataset_to_kind():
+    assert find_preset("cd", "8gaussians", "toy2d").name == "cd_toy2d.yaml"
+    assert find_preset("no-such-method", "8gaussians", "toy2d") is None

@@ -1,0 +1,149 @@
+"""The Method contract, for every registered method, plus each baseline's own equations."""
+
+import math
+
+import pytest
+import torch
+
+from ebmlab.methods import METHODS
+from ebmlab.samplers import energy_grad
+from tests.helpers import tiny_method
+
+ALL = sorted(METHODS)
+
+
+def gaussian_batch(n=128):
+    return torch.randn(n, 2) * 0.5 + torch.tensor([1.0, -1.0])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_train_step_returns_finite_tensors(name):
+    method = tiny_method(name)
+    for step in range(2):
+        logs = method.train_step(gaussian_batch(), step)
+    assert "loss" in logs
+    for key, value in logs.items():
+        assert isinstance(value, torch.Tensor), key
+        assert torch.isfinite(value).all(), key
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_energy_and_sample_shapes(name):
+    method = tiny_method(name)
+    assert method.energy(gaussian_batch(7)).shape == (7,)
+    samples = method.sample(9)
+    assert samples.shape == (9, 2)
+    assert not samples.requires_grad
+    assert torch.isfinite(samples).all()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sampling_leaves_parameters_untouched(name):
+    method = tiny_method(name)
+    before = {k: v.clone() for k, v in method.state_dict().items()}
+    with torch.no_grad():  # sampling must work under a caller's no_grad too
+        method.sample(16)
+    for param in method.parameters():
+        assert param.grad is None
+        assert param.requires_grad
+    for key, value in method.state_dict().items():
+        if "buffer" not in key:
+            assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_train_step_restores_requires_grad_and_changes_weights(name):
+    method = tiny_method(name)
+    before = [p.detach().clone() for p in method.parameters()]
+    method.train_step(gaussian_batch(), 0)
+    assert all(p.requires_grad for p in method.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip(name):
+    method = tiny_method(name)
+    method.train_step(gaussian_batch(), 0)
+    clone = tiny_method(name)
+    clone.load_state_dict(method.state_dict())
+    clone.load_optimizer_state(method.optimizer_state())
+    x = gaussian_batch(5)
+    assert torch.equal(clone.energy(x), method.energy(x))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_image_shaped_data(name):
+    method = tiny_method(name, shape=(1, 8, 8))
+    x = torch.rand(16, 1, 8, 8) * 2 - 1
+    logs = method.train_step(x, 0)
+    assert torch.isfinite(logs["loss"])
+    samples = method.sample(4)
+    assert samples.shape == (4, 1, 8, 8)
+    assert samples.min() >= -1 and samples.max() <= 1  # chains are clamped to the pixel box
+
+
+def test_cd_loss_is_igebm_objective():
+    """L = mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2), x- from the buffer."""
+    method = tiny_method("cd", reinit_prob=0.0)
+    x = gaussian_batch(32)
+    torch.manual_seed(1)
+    logs = method.train_step(x, 0)
+    e_pos, e_neg = logs["e_pos"], logs["e_neg"]
+    assert logs["loss_cd"] == pytest.approx(float(e_pos - e_neg), abs=1e-6)
+    assert float(logs["loss"]) > float(logs["loss_cd"])  # the magnitude penalty is positive
+
+
+def test_cd_writes_negatives_back_to_the_buffer():
+    method = tiny_method("cd", buffer_size=32, reinit_prob=0.0)
+    before = method.buffer.storage.clone()
+    method.train_step(gaussian_batch(8), 0)
+    changed = (method.buffer.storage != before).any(dim=1)
+    assert 1 <= int(changed.sum()) <= 8  # the sampled slots (with repeats) and nothing else
+
+
+def test_cd_lowers_data_energy_relative_to_negatives():
+    method = tiny_method("cd", lr=1e-2, alpha=0.0)
+    x = gaussian_batch(256)
+    gaps = [float(method.train_step(x, step)["loss_cd"]) for step in range(30)]
+    assert sum(gaps[-5:]) / 5 < sum(gaps[:5]) / 5 - 0.5
+
+
+def test_dsm_loss_is_smallest_at_the_smoothed_true_score():
+    """Data N(0, I), noise sigma: the optimum is E(x) = |x|^2 / (2 (1 + sigma^2))."""
+    sigma = 0.5
+    x = torch.randn(20000, 2)
+    eps = torch.randn_like(x)
+    x_noisy = x + sigma * eps
+
+    def dsm_loss(var):
+        _, grad_e = energy_grad(lambda v: v.pow(2).sum(1) / (2 * var), x_noisy)
+        return 0.5 * (sigma * -grad_e + eps).pow(2).sum(1).mean()
+
+    def exact(var):  # E over x, eps of the loss above, for D = 2
+        return (1 - sigma**2 / var) ** 2 + sigma**2 / var**2
+
+    for var in (0.5, 1 + sigma**2, 2.0, 4.0):
+        assert float(dsm_loss(var)) == pytest.approx(exact(var), rel=0.02)
+    # the exact loss is smallest at var = 1 + sigma^2, where it is D/2 / (1 + sigma^2)
+    assert exact(1 + sigma**2) == pytest.approx(1 / (1 + sigma**2))
+    assert min(exact(v) for v in (0.5, 1.0, 1.5, 2.0)) > exact(1 + sigma**2)
+
+
+def test_dsm_step_matches_written_loss():
+    method = tiny_method("dsm", sigma=0.3)
+    x = gaussian_batch(64)
+    torch.manual_seed(3)
+    eps = torch.randn_like(x)
+    _, grad_e = energy_grad(method.energy_net, x + 0.3 * eps)
+    expected = 0.5 * (0.3 * -grad_e + eps).pow(2).sum(1).mean()
+    torch.manual_seed(3)
+    logs = method.train_step(x, 0)
+    assert float(logs["loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_shortrun_chains_start_from_fresh_uniform_noise():
+    method = tiny_method("shortrun", langevin_steps=0, init_low=-2.0, init_high=2.0)
+    samples = method.sample(20000)
+    assert float(samples.min()) >= -2.0 and float(samples.max()) <= 2.0
+    assert float(samples.var()) == pytest.approx(16 / 12, rel=0.05)  # U[-2, 2] variance
+    assert not math.isclose(float(method.sample(4)[0, 0]), float(method.sample(4)[0, 0]))

@@ -1,0 +1,118 @@
+"""Trainer: exact resume, checkpoint contents, divergence guard, batch order, EMA wiring."""
+
+import json
+
+import pytest
+import torch
+
+import ebmlab
+from ebmlab.train import CHECKPOINT, TrainingDiverged
+from tests.helpers import TINY
+
+TINY_CD = {
+    "method": {"energy_net": {"kind": "mlp", "hidden": 32, "depth": 2}, **TINY["cd"]},
+    "data": {"n_train": 2000, "batch_size": 64},
+    "train": {"log_every": 5, "ckpt_every": 10, "sample_every": 0, "ema_decay": 0.9},
+}
+
+
+def quick(out, steps, resume=False, overrides=TINY_CD):
+    return ebmlab.train(
+        "cd",
+        "8gaussians",
+        steps=steps,
+        out=out,
+        overrides=overrides,
+        resume=resume,
+        evaluate=False,
+        progress=False,
+    )
+
+
+def checkpoint(run_dir):
+    return torch.load(run_dir / CHECKPOINT, weights_only=False)
+
+
+def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path):
+    quick(tmp_path / "whole", 30)
+    quick(tmp_path / "split", 20)
+    quick(tmp_path / "split", 30, resume=True)
+    whole, split = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "split")
+    assert whole["step"] == split["step"] == 30
+    for key, value in whole["method"].items():  # weights and the replay buffer's chains
+        assert torch.equal(value, split["method"][key]), key
+    for key, value in whole["ema"]["energy_net"].items():
+        assert torch.equal(value, split["ema"]["energy_net"][key]), key
+    assert torch.equal(whole["rng"]["torch"], split["rng"]["torch"])
+    rows = [json.loads(line) for line in (tmp_path / "whole/metrics.jsonl").open()]
+    rows_split = [json.loads(line) for line in (tmp_path / "split/metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [r["step"] for r in rows_split] == [5, 10, 15, 20, 25, 30]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in rows_split]
+
+
+def test_resume_drops_log_rows_past_the_checkpoint(tmp_path):
+    quick(tmp_path / "run", 20)
+    log = tmp_path / "run/metrics.jsonl"
+    log.write_text(log.read_text() + json.dumps({"step": 25, "loss": 0.0}) + "\n")
+    quick(tmp_path / "run", 20, resume=True)
+    assert [json.loads(line)["step"] for line in log.open()] == [5, 10, 15, 20]
+
+
+def test_checkpoint_is_complete_and_atomic(tmp_path):
+    quick(tmp_path / "run", 10)
+    payload = checkpoint(tmp_path / "run")
+    assert set(payload) >= {"step", "config", "method", "optimizers", "ema", "rng", "scaler"}
+    assert "buffer.storage" in payload["method"]
+    assert payload["optimizers"]["energy"]["state"]  # Adam moments were saved
+    assert not list((tmp_path / "run/checkpoints").glob(".*tmp"))
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    quick(tmp_path / "run", 5)
+    with pytest.raises(ebmlab.EbmlabError, match="already holds a run"):
+        quick(tmp_path / "run", 5)
+
+
+def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from ebmlab.methods.cd import CD
+
+    real_step = CD.train_step
+
+    def failing_step(self, x, step):
+        logs = real_step(self, x, step)
+        if step >= 12:
+            logs["loss"] = logs["loss"] * float("nan")
+        return logs
+
+    monkeypatch.setattr(CD, "train_step", failing_step)
+    with pytest.raises(TrainingDiverged, match="diverged by step 15.*last good checkpoint"):
+        quick(tmp_path / "run", 30)
+    assert checkpoint(tmp_path / "run")["step"] == 10
+
+
+def test_batches_cover_each_epoch_once_and_repeat_per_seed(tmp_path):
+    run = quick(
+        tmp_path / "run", 1, overrides={**TINY_CD, "data": {"n_train": 256, "batch_size": 64}}
+    )
+    from ebmlab.data import load_dataset
+    from ebmlab.train import Trainer
+
+    dataset = load_dataset("8gaussians", n_train=256)
+    trainer = Trainer(
+        run.method, dataset, run.config, tmp_path / "t", torch.device("cpu"), progress=False
+    )
+    epoch = torch.cat([trainer.batch(step) for step in range(4)])
+    assert torch.equal(epoch.sort(dim=0).values, dataset.train.sort(dim=0).values)
+    assert torch.equal(trainer.batch(5), trainer.batch(5))
+    assert not torch.equal(trainer.batch(0), trainer.batch(4))  # a new permutation per epoch
+
+
+def test_loaded_run_uses_ema_weights(tmp_path):
+    run = quick(tmp_path / "run", 10)
+    loaded = ebmlab.load(tmp_path / "run")
+    payload = checkpoint(tmp_path / "run")
+    for key, value in payload["ema"]["energy_net"].items():
+        if key in dict(loaded.method.energy_net.named_parameters()):
+            assert torch.equal(dict(loaded.method.energy_net.named_parameters())[key], value)
+    x = torch.randn(6, 2)
+    assert torch.allclose(loaded.model.energy(x), run.model.energy(x))
