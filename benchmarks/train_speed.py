@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| method | data | ms / iteration |\n|---|---|---|")
+    print("| method | data | ms / iteration |\n|---|---|---|")
     for data in args.data:
         for name in METHODS:
             ms = 1000 * seconds_per_step(name, data, args.steps, device)

@@ -1,6 +1,5 @@
 """Tiny method configs shared by the tests."""
 
-
 from ebmlab.config import build_dataclass
 from ebmlab.methods import METHODS
 

@@ -217,7 +217,8 @@ def _make_image_dataset(name, x_train, x_test, y_train, y_test, value_range, n_t
     scaler = Scaler.to_unit_box(*value_range)
 
     def to_model(x: np.ndarray) -> Tensor:
-        return scaler.to_model(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+        pixels = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        return scaler.to_model(pixels).clamp(-1, 1)  # min-max scaling can round past the box
 
     def to_labels(y) -> Tensor | None:
         return None if y is None else torch.as_tensor(np.asarray(y, dtype=np.int64))

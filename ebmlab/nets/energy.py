@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
 from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
-from ebmlab.nets.layers import activation, apply_spectral_norm
+from ebmlab.nets.layers import apply_spectral_norm, make_activation
 
 
 class MLPEnergy(nn.Module):
@@ -19,14 +20,14 @@ class MLPEnergy(nn.Module):
         in_dim: int,
         hidden: int = 128,
         depth: int = 3,
-        activation_name: str = "swish",
+        activation: str = "swish",
         spectral_norm: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), activation(activation_name)]
+            layers += [nn.Linear(width, hidden), make_activation(activation)]
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
@@ -44,11 +45,11 @@ class ConvEnergy(nn.Module):
         self,
         in_channels: int,
         width: int = 32,
-        activation_name: str = "swish",
+        activation: str = "swish",
         spectral_norm: bool = False,
     ):
         super().__init__()
-        act = lambda: activation(activation_name)  # noqa: E731
+        act = lambda: make_activation(activation)  # noqa: E731
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, 1, 1),
             act(),
@@ -82,17 +83,15 @@ class SelfAttention(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(
-        self, c_in: int, c_out: int, downsample: bool, norm: str | None, activation_name: str
-    ):
+    def __init__(self, c_in: int, c_out: int, downsample: bool, norm: str | None, activation: str):
         super().__init__()
         groups = lambda c: nn.GroupNorm(min(32, c // 4) or 1, c)  # noqa: E731
         self.body = nn.Sequential(
             groups(c_in) if norm == "group" else nn.Identity(),
-            activation(activation_name),
+            make_activation(activation),
             nn.Conv2d(c_in, c_out, 3, 1, 1),
             groups(c_out) if norm == "group" else nn.Identity(),
-            activation(activation_name),
+            make_activation(activation),
             nn.Conv2d(c_out, c_out, 3, 1, 1),
         )
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -113,7 +112,7 @@ class ResNetEnergy(nn.Module):
         blocks_per_stage: int = 1,
         spectral_norm: bool = False,
         norm: str | None = None,
-        activation_name: str = "swish",
+        activation: str = "swish",
         self_attention: bool = False,
     ):
         super().__init__()
@@ -122,11 +121,11 @@ class ResNetEnergy(nn.Module):
         for stage, width in enumerate(widths):
             for block in range(blocks_per_stage):
                 last = block == blocks_per_stage - 1
-                layers.append(ResBlock(c_in, width, last, norm, activation_name))
+                layers.append(ResBlock(c_in, width, last, norm, activation))
                 c_in = width
             if stage == 0 and self_attention:
                 layers.append(SelfAttention(c_in))
-        layers.append(activation(activation_name))
+        layers.append(make_activation(activation))
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, 1)
         if spectral_norm:
@@ -136,20 +135,24 @@ class ResNetEnergy(nn.Module):
         return self.head(self.features(x).sum(dim=(2, 3))).squeeze(-1)
 
 
+ENERGY_NETS = {"mlp": MLPEnergy, "conv": ConvEnergy, "resnet": ResNetEnergy}
+
+
 def build_energy(shape: tuple[int, ...], kind: str = "auto", **options) -> nn.Module:
     """The energy net for data of `shape`: "mlp", "conv", "resnet", or "auto" (MLP for vectors,
-    conv up to 16 px, ResNet above). `options` go to the chosen class (`activation` is accepted
-    as a short name for `activation_name`)."""
-    if "activation" in options:
-        options["activation_name"] = options.pop("activation")
+    conv up to 16 px, ResNet above). `options` go to the chosen class's constructor."""
     if kind == "auto":
         kind = "mlp" if len(shape) == 1 else "conv" if shape[-1] <= 16 else "resnet"
-    if kind == "mlp":
-        return MLPEnergy(math.prod(shape), **options)
-    if len(shape) != 3:
+    if kind not in ENERGY_NETS:
+        raise EbmlabError(
+            f"unknown energy_net kind {kind!r}; choose auto, {', '.join(ENERGY_NETS)}"
+        )
+    if kind != "mlp" and len(shape) != 3:
         raise EbmlabError(f"energy_net kind {kind} needs image data (C, H, W), got shape {shape}")
-    if kind == "conv":
-        return ConvEnergy(shape[0], **options)
-    if kind == "resnet":
-        return ResNetEnergy(shape[0], **options)
-    raise EbmlabError(f"unknown energy_net kind {kind!r}; choose auto, mlp, conv or resnet")
+    cls = ENERGY_NETS[kind]
+    first = math.prod(shape) if kind == "mlp" else shape[0]
+    try:
+        return cls(first, **options)
+    except TypeError as err:
+        valid = list(inspect.signature(cls).parameters)[1:]
+        raise EbmlabError(f"energy_net {kind}: {err}; its options are {', '.join(valid)}") from None

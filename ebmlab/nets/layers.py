@@ -20,7 +20,7 @@ ACTIVATIONS = {
 }
 
 
-def activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
     try:
         return ACTIVATIONS[name]()
     except KeyError:

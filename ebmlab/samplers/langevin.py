@@ -36,7 +36,7 @@ def energy_grad(energy: Energy, x: Tensor, *, create_graph: bool = False) -> tup
             x = x.requires_grad_(True)
         energies = energy(x)
         (grad,) = torch.autograd.grad(energies.sum(), x, create_graph=create_graph)
-    return energies, grad
+    return (energies, grad) if create_graph else (energies.detach(), grad)
 
 
 @contextlib.contextmanager

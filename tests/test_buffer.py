@@ -1,0 +1,47 @@
+"""The replay buffer: re-initialisation share, write-back, and checkpoint round trip."""
+
+import pytest
+import torch
+
+from ebmlab.samplers import ReplayBuffer
+
+
+def test_reinit_share_matches_probability():
+    buffer = ReplayBuffer(1000, (2,), reinit_prob=0.2, low=5.0, high=6.0)
+    buffer.storage.zero_()  # chains at 0, fresh draws in [5, 6]: tell them apart
+    fresh = sum(int((buffer.sample(500)[0][:, 0] >= 5).sum()) for _ in range(40))
+    share = fresh / 20_000
+    assert share == pytest.approx(0.2, abs=4 * (0.2 * 0.8 / 20_000) ** 0.5)
+
+
+def test_initial_distribution_is_uniform_on_the_box():
+    x = ReplayBuffer(20_000, (2,), low=-3.0, high=1.0).storage
+    assert x.min() >= -3 and x.max() <= 1
+    assert float(x.mean()) == pytest.approx(-1.0, abs=0.03)
+    assert float(x.var()) == pytest.approx(16 / 12, rel=0.03)
+
+
+def test_update_writes_back_exactly():
+    buffer = ReplayBuffer(50, (1, 4, 4), reinit_prob=0.0)
+    x0, idx = buffer.sample(8)
+    assert torch.equal(x0, buffer.storage[idx])
+    moved = torch.randn_like(x0)
+    buffer.update(idx, moved)
+    last_write = {int(i): k for k, i in enumerate(idx)}  # a repeated slot keeps the last write
+    for slot, k in last_write.items():
+        assert torch.equal(buffer.storage[slot], moved[k])
+
+
+def test_state_dict_round_trip_and_dtype_move():
+    buffer = ReplayBuffer(30, (2,))
+    clone = ReplayBuffer(30, (2,))
+    clone.load_state_dict(buffer.state_dict())
+    assert torch.equal(clone.storage, buffer.storage)
+    assert buffer.to(torch.float64).storage.dtype == torch.float64
+
+
+def test_custom_and_gaussian_init():
+    buffer = ReplayBuffer(10, (3,), init=lambda n, g: torch.full((n, 3), 7.0))
+    assert torch.equal(buffer.storage, torch.full((10, 3), 7.0))
+    gaussian = ReplayBuffer(20_000, (1,), init="gaussian").storage
+    assert float(gaussian.std()) == pytest.approx(1.0, rel=0.03)

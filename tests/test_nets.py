@@ -1,0 +1,121 @@
+"""Networks: output shapes, no BatchNorm where sampling runs, spectral norm, EMA arithmetic."""
+
+import pytest
+import torch
+from torch import nn
+
+from ebmlab.errors import EbmlabError
+from ebmlab.nets import (
+    EMA,
+    ConvEncoder,
+    MLPEncoder,
+    ResNetEnergy,
+    build_encoder,
+    build_energy,
+    build_generator,
+    reparameterise,
+)
+
+SHAPES = [(2,), (1, 8, 8), (1, 28, 28), (3, 32, 32)]
+KINDS = {
+    (2,): ["mlp"],
+    (1, 8, 8): ["mlp", "conv", "resnet"],
+    (1, 28, 28): ["conv", "resnet"],
+    (3, 32, 32): ["conv", "resnet"],
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_energy_nets_give_one_finite_differentiable_energy_per_example(shape):
+    for kind in KINDS[shape]:
+        extra = {"widths": (8, 16)} if kind == "resnet" else {}
+        net = build_energy(shape, kind, **extra)
+        x = torch.randn(3, *shape, requires_grad=True)
+        energy = net(x)
+        assert energy.shape == (3,), kind
+        assert torch.isfinite(energy).all()
+        (grad,) = torch.autograd.grad(energy.sum(), x)
+        assert grad.shape == x.shape and grad.abs().sum() > 0
+        assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def test_auto_picks_mlp_conv_resnet_by_shape():
+    assert type(build_energy((5,))).__name__ == "MLPEnergy"
+    assert type(build_energy((1, 8, 8))).__name__ == "ConvEnergy"
+    assert type(build_energy((3, 32, 32))).__name__ == "ResNetEnergy"
+
+
+def test_resnet_options_group_norm_attention_spectral_norm():
+    net = ResNetEnergy(3, widths=(8, 16), norm="group", self_attention=True, spectral_norm=True)
+    names = {type(m).__name__ for m in net.modules()}
+    assert {"GroupNorm", "SelfAttention"} <= names
+    assert any("parametrizations" in name for name, _ in net.named_parameters())
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2,)
+
+
+def test_spectral_norm_bounds_each_layer():
+    net = build_energy((2,), "mlp", hidden=64, spectral_norm=True)
+    for _ in range(20):  # power iterations converge during forward passes in train mode
+        net(torch.randn(4, 2))
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            sigma = float(torch.linalg.matrix_norm(module.weight.detach(), ord=2))
+            assert sigma == pytest.approx(1.0, abs=0.05)
+
+
+def test_bad_net_choices_are_user_errors():
+    with pytest.raises(EbmlabError, match="needs image data"):
+        build_energy((2,), "conv")
+    with pytest.raises(EbmlabError, match="unknown energy_net kind"):
+        build_energy((2,), "transformer")
+    with pytest.raises(EbmlabError, match="its options are .*hidden"):
+        build_energy((2,), "mlp", width=3)
+    with pytest.raises(EbmlabError, match="unknown activation"):
+        build_energy((2,), "mlp", activation="gelu2")
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8), (1, 28, 28), (3, 32, 32)], ids=str)
+def test_generators_and_encoders_shapes(shape):
+    generator = build_generator(4, shape)
+    x = generator(torch.randn(5, 4))
+    assert x.shape == (5, *shape)
+    mu, log_var = build_encoder(shape, 4)(x)
+    assert mu.shape == log_var.shape == (5, 4)
+
+
+def test_bounded_log_var_keeps_variance_below_one():
+    for encoder in (
+        MLPEncoder((2,), 3, bounded_log_var=True),
+        ConvEncoder((1, 8, 8), 3, bounded_log_var=True),
+    ):
+        x = torch.randn(64, *encoder_input_shape(encoder)) * 10
+        _, log_var = encoder(x)
+        assert (log_var.exp() < 1).all() and (log_var.exp() > 0).all()
+
+
+def encoder_input_shape(encoder):
+    return (2,) if isinstance(encoder, MLPEncoder) else (1, 8, 8)
+
+
+def test_reparameterise_moments():
+    mu, log_var = (
+        torch.full((20000, 1), 2.0),
+        torch.full((20000, 1), 2 * torch.log(torch.tensor(3.0))),
+    )
+    z = reparameterise(mu, log_var, torch.Generator().manual_seed(0))
+    assert float(z.mean()) == pytest.approx(2.0, abs=0.06)
+    assert float(z.std()) == pytest.approx(3.0, rel=0.02)
+
+
+def test_ema_update_is_exact_and_swapped_restores_live_weights():
+    net = nn.Linear(3, 1)
+    ema = EMA(net, decay=0.9)
+    old = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    assert torch.allclose(ema.averaged.weight, 0.9 * old + 0.1 * net.weight)
+    live = net.weight.detach().clone()
+    with ema.swapped(net):
+        assert torch.equal(net.weight, ema.averaged.weight)
+    assert torch.equal(net.weight, live)
