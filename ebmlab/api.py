@@ -33,7 +33,7 @@ class Model:
     """A trained energy-based model, in the user's units."""
 
     def __init__(self, method: Method, scaler: Scaler, data_kind: str):
-        self.method = method
+        self.method = method.eval()  # scoring must not move spectral norm's power iteration
         self.scaler = scaler.to(method.device)
         self.kind = data_kind
 
@@ -235,8 +235,7 @@ def load(path: str | Path, device: str = "auto") -> Run:
         ema = EMA(getattr(method, name), run_config.train.ema_decay)
         ema.load_state_dict(ema_state)
         ema.copy_to(getattr(method, name))
-    scaler = Scaler()
-    scaler.load_state_dict(payload["scaler"])
+    scaler = Scaler(payload["scaler"]["shift"], payload["scaler"]["scale"])
     model = Model(method.to(target), scaler, payload["data_kind"])
     metrics_file = run_dir / "eval.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}

@@ -97,11 +97,16 @@ class Trainer:
 
     @contextlib.contextmanager
     def evaluation_weights(self) -> Iterator[None]:
-        """Swap in the EMA weights (when EMA is on) for previews, metrics and export."""
+        """EMA weights (when EMA is on) in eval mode, for previews: spectral norm's power
+        iteration must not move while a preview is drawn."""
         with contextlib.ExitStack() as stack:
             for name, ema in self.emas.items():
                 stack.enter_context(ema.swapped(getattr(self.method, name)))
-            yield
+            self.method.eval()
+            try:
+                yield
+            finally:
+                self.method.train()
 
     def checkpoint_payload(self, step: int) -> dict[str, Any]:
         return {

@@ -33,3 +33,16 @@ def test_default_cd_reaches_half_a_nat_on_8gaussians(tmp_path):
     """The README's headline: `ebmlab train cd --data 8gaussians` (preset budget) KL <= 0.5."""
     run = ebmlab.train("cd", "8gaussians", out=tmp_path / "cd", progress=False)
     assert run.metrics["kl"] <= 0.5
+
+
+@pytest.mark.parametrize("name", ["cd", "shortrun", "dsm"])
+def test_images_train_and_report_samples_with_classifier_distance(name, tmp_path):
+    overrides = {"method": {"energy_net": {"kind": "conv", "width": 16}}}
+    run = ebmlab.train(
+        name, "digits", steps=40, out=tmp_path / name, overrides=overrides, progress=False
+    )
+    for key in ("fd_classifier", "fd_classifier_floor", "kid", "feature_net_acc"):
+        assert key in run.metrics
+    assert run.metrics["feature_net_acc"] > 0.85
+    assert run.metrics["fd_classifier"] > run.metrics["fd_classifier_floor"]
+    assert (tmp_path / name / "samples.png").stat().st_size > 5000
