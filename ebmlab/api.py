@@ -206,15 +206,12 @@ def train(
         resolve_device(run_config.train.device),
         progress=progress,
     )
-    history = trainer.fit(resume=resume)
+    trainer.fit(resume=resume)
     for name, ema in trainer.emas.items():
         ema.copy_to(getattr(method_obj, name))  # training is over: keep the averaged weights
     run = Run(run_dir, run_config, Model(method_obj, dataset.scaler, dataset.kind))
     if evaluate:
-        run.metrics = evaluate_run(run, dataset)
-        from ebmlab.report import write_report
-
-        write_report(run, dataset, history)
+        evaluate_run(run, dataset)
     return run
 
 
@@ -250,8 +247,10 @@ def evaluate_run(
     ood: list[str] | None = None,
     n_samples: int | None = None,
 ) -> dict[str, float]:
-    """The metrics that fit the data (see `ebmlab.metrics.evaluate`); saved to eval.json."""
+    """The metrics that fit the data (see `ebmlab.metrics.evaluate`), saved to eval.json, and
+    the run's report.md written anew with them."""
     from ebmlab.metrics import evaluate as evaluate_metrics
+    from ebmlab.report import write_report
 
     if dataset is None:
         dataset = dataset_of(run)
@@ -262,7 +261,14 @@ def evaluate_run(
     )
     run.metrics = metrics
     (run.path / "eval.json").write_text(json.dumps(metrics, indent=2))
+    write_report(run, dataset, read_history(run.path))
     return metrics
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of a run's metrics.jsonl (empty when it has none)."""
+    log = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
 
 
 def dataset_of(run: Run) -> Dataset:

@@ -156,6 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     width = max(map(len, metrics))
     for key, value in metrics.items():
         print(f"{key:<{width}}  {value:.5g}")
+    print(f"report: {run.path / 'report.md'}")
 
 
 def cmd_info() -> None:
