@@ -109,11 +109,12 @@ def resolve_config(
     overrides: dict[str, Any] | None,
 ) -> RunConfig:
     """Method defaults < preset < user YAML < overrides; method options are validated here."""
-    tree: dict[str, Any] = {"method": {"name": method}, "data": {"name": data_label(data)}}
+    tree: dict[str, Any] = {"method": {"name": method}}
     preset = find_preset(method, dataset.name, dataset.kind)
     for layer in (read_yaml(preset) if preset else {}, read_yaml(config) if config else {}):
         tree = merge(tree, layer)
-    tree = merge(tree, overrides or {})
+    # the data that was loaded names the run, whatever a file says
+    tree = merge(tree, merge(overrides or {}, {"data": {"name": data_label(data)}}))
     run_config = RunConfig.from_dict(tree)
     build_method_config(run_config)
     return run_config
@@ -186,10 +187,13 @@ def train(
             raise EbmlabError(
                 f"{run_dir} already holds a run; pass resume=True (--resume) or another out"
             )
-        get_method(method)
-        data_tree = (overrides or {}).get("data", {})
+        get_method(method)  # an unknown method fails before any data is loaded
+        data_options = merge(
+            (read_yaml(config) if config else {}).get("data") or {},
+            (overrides or {}).get("data") or {},
+        )
         dataset = load_dataset(
-            data, n_train=data_tree.get("n_train"), seed=int(data_tree.get("seed", 0))
+            data, n_train=data_options.get("n_train"), seed=int(data_options.get("seed", 0))
         )
         run_config = resolve_config(
             method, dataset, data, config, merge(overrides or {}, shortcuts)

@@ -85,3 +85,29 @@ def test_unknown_method_and_resume_without_out_are_clear():
         ebmlab.train("xyz")
     with pytest.raises(ebmlab.EbmlabError, match="resume needs the run directory"):
         ebmlab.train("cd", resume=True)
+
+
+def test_config_file_data_options_reach_the_loader(tmp_path, monkeypatch):
+    import ebmlab.api
+
+    calls = []
+    real_loader = ebmlab.api.load_dataset
+
+    def recording_loader(spec, **options):
+        calls.append((spec, options))
+        return real_loader(spec, **options)
+
+    monkeypatch.setattr(ebmlab.api, "load_dataset", recording_loader)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "method: {energy_net: {kind: mlp, hidden: 16, depth: 1}, langevin_steps: 2}\n"
+        "data: {name: digits, n_train: 300, batch_size: 100}\n"
+        "train: {sample_every: 0}\n"
+    )
+    run = ebmlab.train(
+        "cd", "moons", steps=3, out=tmp_path / "r", config=config, evaluate=False, progress=False
+    )
+    assert run.config.data.name == "moons"  # the data given to train names the run
+    assert run.config.data.n_train == 300
+    assert calls == [("moons", {"n_train": 300, "seed": 0})]
+    assert run.config.method_params["langevin_steps"] == 2
