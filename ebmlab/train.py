@@ -175,7 +175,7 @@ class Trainer:
                 }
                 tick, tick_step = now, done
                 log.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}")
+                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
             if self.cfg.sample_every and done % self.cfg.sample_every == 0:
                 self.preview(done)
             if done % self.cfg.ckpt_every == 0 or last:

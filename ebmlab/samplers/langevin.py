@@ -120,8 +120,7 @@ class Langevin:
     def __call__(
         self, energy: Energy, x: Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict]:
-        x = x.detach()
-        grad_norm = x.new_zeros(())
+        x, grad = x.detach(), x.new_zeros(x.shape)
         for k in range(self.steps):
             if self.transition is not None and self.every and k % self.every == 0:
                 x = self.transition(x).detach()  # opens each block of `every` steps
@@ -130,5 +129,5 @@ class Langevin:
             )
             if self.clamp is not None:
                 x = x.clamp(*self.clamp)
-            grad_norm = grad.flatten(1).norm(dim=1).mean()
+        grad_norm = grad.flatten(1).norm(dim=1).mean()  # |grad_x E| at the last step
         return x.detach(), {"temperature": self.temperature, "grad_norm": grad_norm.detach()}
