@@ -119,3 +119,19 @@ def test_ema_update_is_exact_and_swapped_restores_live_weights():
     with ema.swapped(net):
         assert torch.equal(net.weight, ema.averaged.weight)
     assert torch.equal(net.weight, live)
+
+
+def test_multiscale_energy_sums_one_net_per_resolution():
+    import torch.nn.functional as F
+
+    net = build_energy((3, 16, 16), "conv", multiscale=[1, 2, 4], width=4)
+    x = torch.randn(5, 3, 16, 16, requires_grad=True)
+    expected = sum(
+        sub(F.avg_pool2d(x, f) if f > 1 else x) for f, sub in zip((1, 2, 4), net.nets, strict=True)
+    )
+    assert torch.allclose(net(x), expected)
+    assert [sub.features[0].in_channels for sub in net.nets] == [3, 3, 3]
+    (grad,) = torch.autograd.grad(net(x).sum(), x)
+    assert grad.abs().sum() > 0
+    with pytest.raises(EbmlabError, match="each factor divides"):
+        build_energy((1, 10, 10), "conv", multiscale=[1, 4])

@@ -1,7 +1,14 @@
 """Networks shared by every method: energies, generators, Gaussian encoders, EMA."""
 
 from ebmlab.nets.encoder import ConvEncoder, MLPEncoder, build_encoder, reparameterise
-from ebmlab.nets.energy import ConvEnergy, MLPEnergy, ResNetEnergy, SelfAttention, build_energy
+from ebmlab.nets.energy import (
+    ConvEnergy,
+    MLPEnergy,
+    MultiscaleEnergy,
+    ResNetEnergy,
+    SelfAttention,
+    build_energy,
+)
 from ebmlab.nets.generator import DCGANGenerator, MLPGenerator, build_generator
 from ebmlab.nets.layers import EMA, apply_spectral_norm
 
@@ -13,6 +20,7 @@ __all__ = [
     "MLPEncoder",
     "MLPEnergy",
     "MLPGenerator",
+    "MultiscaleEnergy",
     "ResNetEnergy",
     "SelfAttention",
     "apply_spectral_norm",

@@ -6,6 +6,7 @@ import inspect
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
@@ -135,12 +136,37 @@ class ResNetEnergy(nn.Module):
         return self.head(self.features(x).sum(dim=(2, 3))).squeeze(-1)
 
 
+class MultiscaleEnergy(nn.Module):
+    """The sum of energies of the image at several resolutions (ICD, Du et al. 2021, Sec. 2.4):
+    E(x) = sum_f E_f(avgpool_f(x)) for downsampling factors f, e.g. (1, 2, 4) = full, half and
+    quarter resolution, each with its own net of the same kind."""
+
+    def __init__(self, factors: tuple[int, ...], nets: list[nn.Module]):
+        super().__init__()
+        self.factors = tuple(factors)
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        total = x.new_zeros(x.shape[0])
+        for factor, net in zip(self.factors, self.nets, strict=True):
+            total = total + net(F.avg_pool2d(x, factor) if factor > 1 else x)
+        return total
+
+
 ENERGY_NETS = {"mlp": MLPEnergy, "conv": ConvEnergy, "resnet": ResNetEnergy}
 
 
-def build_energy(shape: tuple[int, ...], kind: str = "auto", **options) -> nn.Module:
+def build_energy(
+    shape: tuple[int, ...],
+    kind: str = "auto",
+    multiscale: tuple[int, ...] | None = None,
+    **options,
+) -> nn.Module:
     """The energy net for data of `shape`: "mlp", "conv", "resnet", or "auto" (MLP for vectors,
-    conv up to 16 px, ResNet above). `options` go to the chosen class's constructor."""
+    conv up to 16 px, ResNet above). `options` go to the chosen class's constructor.
+    `multiscale=(1, 2, 4)` sums one such net per downsampling factor (images only)."""
+    if multiscale:
+        return _multiscale(shape, kind, tuple(multiscale), options)
     if kind == "auto":
         kind = "mlp" if len(shape) == 1 else "conv" if shape[-1] <= 16 else "resnet"
     if kind not in ENERGY_NETS:
@@ -156,3 +182,14 @@ def build_energy(shape: tuple[int, ...], kind: str = "auto", **options) -> nn.Mo
     except TypeError as err:
         valid = list(inspect.signature(cls).parameters)[1:]
         raise EbmlabError(f"energy_net {kind}: {err}; its options are {', '.join(valid)}") from None
+
+
+def _multiscale(shape: tuple[int, ...], kind: str, factors: tuple[int, ...], options) -> nn.Module:
+    if len(shape) != 3 or any(shape[1] % f or shape[2] % f for f in factors):
+        raise EbmlabError(
+            f"multiscale {factors} needs images whose height and width each factor divides, "
+            f"got shape {shape}"
+        )
+    channels, height, width = shape
+    nets = [build_energy((channels, height // f, width // f), kind, **options) for f in factors]
+    return MultiscaleEnergy(factors, nets)
