@@ -17,6 +17,17 @@ TINY = {
     },
     "shortrun": {"langevin_steps": 5, "step_size": 0.01, "noise": None},
     "dsm": {"sample_steps": 10},
+    "icd": {
+        "langevin_steps": 4,
+        "buffer_size": 64,
+        "step_size": 0.01,
+        "noise": None,
+        "init_low": -3.0,
+        "init_high": 3.0,
+        "sample_rounds": 2,
+        "sample_round_steps": 3,
+        "entropy_after": 0,
+    },
 }
 
 

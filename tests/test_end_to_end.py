@@ -20,7 +20,9 @@ def initial_kl(method_name, dataset):
         return grid_density_metrics(method.energy, dataset.log_density, dataset.bounds)["kl"]
 
 
-@pytest.mark.parametrize(("name", "steps"), [("cd", 600), ("shortrun", 600), ("dsm", 600)])
+@pytest.mark.parametrize(
+    ("name", "steps"), [("cd", 600), ("shortrun", 600), ("dsm", 600), ("icd", 600)]
+)
 def test_kl_falls(name, steps, tmp_path):
     dataset = load_dataset("8gaussians")
     run = ebmlab.train(name, "8gaussians", steps=steps, out=tmp_path / name, progress=False)
@@ -35,7 +37,7 @@ def test_default_cd_reaches_half_a_nat_on_8gaussians(tmp_path):
     assert run.metrics["kl"] <= 0.5
 
 
-@pytest.mark.parametrize("name", ["cd", "shortrun", "dsm"])
+@pytest.mark.parametrize("name", ["cd", "shortrun", "dsm", "icd"])
 def test_images_train_and_report_samples_with_classifier_distance(name, tmp_path):
     overrides = {"method": {"energy_net": {"kind": "conv", "width": 16}}}
     run = ebmlab.train(

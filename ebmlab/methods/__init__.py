@@ -6,12 +6,14 @@ from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method
 from ebmlab.methods.cd import CD
 from ebmlab.methods.dsm import DSM
+from ebmlab.methods.icd import ICD
 from ebmlab.methods.shortrun import ShortRun
 
 METHODS: dict[str, type[Method]] = {
     "cd": CD,
     "shortrun": ShortRun,
     "dsm": DSM,
+    "icd": ICD,
 }
 
 

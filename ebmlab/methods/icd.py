@@ -1,0 +1,170 @@
+"""Improved contrastive divergence: CD plus the KL term it usually drops.
+
+Paper: Y. Du, S. Li, J. Tenenbaum and I. Mordatch, "Improved Contrastive Divergence Training of
+Energy-Based Models", ICML 2021 (shared/papers/003; restated in shared/methods.md, section 4).
+
+Notation (paper -> code)
+    E_theta(x)               self.energy_net, public `energy(x)`; optionally multiscale (Sec. 2.4)
+    x_i^+ ~ p_D              x (a data batch, model units)
+    B                        self.buffer (replay buffer of past chains)
+    D(.)                     self.augment (data-augmentation transition, Sec. 2.3; images only)
+    lambda, omega            cfg.step_size, cfg.noise (step and noise std are set separately)
+    Omega(.)                 stop-gradient (.detach(); the sampler returns detached chains)
+    x^- = Omega(x~^K)        x_neg
+    x^-hat = x~^K            x_kl (the last step, differentiable in theta, Eq. 7)
+    E_{stop_grad(theta)}     the energy evaluated under `frozen_params`
+    NN(x, X), X ~ B          nearest L2 distance of each x_kl to 100 past buffer samples (Eq. 8)
+
+Algorithm 1, one call of `train_step`:
+    x~^0 ~ B with prob. 1 - reinit_prob, else U;  x~^0 = D(x~^0)           # l. 4-6
+    for k = 1..K-1:  x~^k = Omega(x~^{k-1} - lambda grad_x E(x~^{k-1}) + omega)   # l. 7-9
+    x^-hat = x~^{K-1} - lambda grad_x E_theta(x~^{K-1}) + omega  (graph kept)     # last step
+    x^- = Omega(x^-hat)                                                           # l. 10-11
+    L_CD  = mean E(x^+) - mean E(x^-)                                             # Eq. 5
+    L_opt = mean E_{stop_grad(theta)}(x^-hat)                                     # Eq. 7
+    L_ent = mean -log NN(x^-hat, X)                                               # Eq. 8
+    L = L_CD + L_opt + w_ent L_ent + alpha mean(E(x^+)^2 + E(x^-)^2)    # Eq. 6 + the code's reg.
+    theta <- Adam(theta, clip(grad L, 0.5));  B <- B with x^- written back        # l. 12-14
+
+The energy-magnitude penalty alpha, the gradient-norm clip, the entropy weight 0.3 applied once
+the buffer has received `entropy_after` samples, and Langevin noise 0.001 come from the authors'
+code (methods.md 4.3); each is an option. `use_opt` / `use_ent` switch off the two halves of
+L_KL and `augment` the transitions, for the paper's Table 2 ablation.
+
+Sampling a trained model (`sample`), Algorithm 2: from uniform noise, N rounds of
+(augment, K Langevin steps); without augmentation (vectors) the rounds are one chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ebmlab.data.augment import Augment
+from ebmlab.methods.base import Method, data_box, detached
+from ebmlab.nets import build_energy
+from ebmlab.samplers import Langevin, ReplayBuffer, frozen_params, langevin_step
+
+
+@dataclass(frozen=True)
+class Config:
+    """The paper's defaults (Sec. 3.1, App. B.2 CIFAR-10), the code's regularisers as options."""
+
+    energy_net: dict[str, Any] = field(default_factory=lambda: {"kind": "auto"})
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    langevin_steps: int = 40  # K
+    step_size: float = 500.0  # lambda (App. B.2; the authors' README uses 100)
+    noise: float | None = 0.001  # omega's std; None: sqrt(2 lambda), Langevin at temperature 1
+    use_opt: bool = True  # L_opt, Eq. 7
+    use_ent: bool = True  # L_ent, Eq. 8
+    entropy_weight: float = 0.3  # authors' code; Alg. 1 writes 1
+    entropy_set: int = 100  # |X|: past buffer samples for the nearest neighbour
+    entropy_after: int = 1000  # L_ent only once the buffer has received this many samples
+    alpha: float = 1.0  # energy-magnitude penalty alpha (E+^2 + E-^2), authors' code
+    grad_clip: float | None = 0.5  # parameters' gradient-norm clip, authors' code
+    buffer_size: int = 10_000
+    reinit_prob: float = 0.001  # Sec. 3.1: "resampling rate of 0.1%"
+    init_low: float = -1.0  # U, the uniform initial distribution, per coordinate
+    init_high: float = 1.0
+    augment: bool = True  # D(.) on buffer samples and between sampling rounds (images only)
+    augmentation: dict[str, Any] = field(default_factory=dict)  # options of data.augment.Augment
+    sample_rounds: int = 10  # N of Algorithm 2
+    sample_round_steps: int = 20  # K of Algorithm 2 (Sec. 2.3: augment every 20 steps)
+
+
+class ICD(Method):
+    """Improved CD: L_CD + L_KL with replay buffer, augmentation transitions, multiscale energy."""
+
+    Config = Config
+    ema_modules = ("energy_net",)
+
+    def __init__(self, cfg: Config, data_shape: tuple[int, ...]):
+        super().__init__(cfg, data_shape)
+        self.energy_net = build_energy(self.data_shape, **cfg.energy_net)
+        self.buffer = ReplayBuffer(
+            cfg.buffer_size,
+            self.data_shape,
+            reinit_prob=cfg.reinit_prob,
+            low=cfg.init_low,
+            high=cfg.init_high,
+        )
+        # how many chains the buffer has received: gates L_ent, saved with the checkpoint
+        self.register_buffer("received", torch.zeros((), dtype=torch.long))
+        is_image = len(self.data_shape) == 3
+        self.augment = Augment(**cfg.augmentation) if cfg.augment and is_image else None
+        self.langevin = Langevin(
+            cfg.langevin_steps - 1, cfg.step_size, cfg.noise, clamp=data_box(self.data_shape)
+        )
+        self.optimizers["energy"] = torch.optim.Adam(
+            self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas
+        )
+
+    def energy(self, x: Tensor) -> Tensor:
+        return self.energy_net(x)
+
+    def _last_step(self, x: Tensor) -> Tensor:
+        """x^-hat: one Langevin step whose gradient term keeps its graph to theta (Eq. 7)."""
+        x_kl = langevin_step(
+            self.energy_net, x, self.cfg.step_size, self.langevin.noise_std, create_graph=True
+        )
+        box = data_box(self.data_shape)
+        return x_kl if box is None else x_kl.clamp(*box)
+
+    def _entropy_loss(self, x_kl: Tensor) -> Tensor:
+        """Eq. 8: mean -log of each sample's L2 distance to its nearest of |X| past samples."""
+        pick = torch.randint(self.buffer.capacity, (self.cfg.entropy_set,), device=x_kl.device)
+        past = self.buffer.storage[pick].flatten(1)
+        nearest = torch.cdist(x_kl.flatten(1), past).min(dim=1).values
+        return -torch.log(nearest.clamp_min(1e-12)).mean()
+
+    def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
+        cfg = self.cfg
+        x0, idx = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
+        if self.augment is not None:
+            x0 = self.augment(x0)  # l. 6: D(x~^0)
+        with frozen_params(self.energy_net):
+            x_prev, _ = self.langevin(self.energy_net, x0)  # l. 7-9, K - 1 stop-grad steps
+        x_kl = self._last_step(x_prev)  # x^-hat, graph to theta through grad_x E
+        x_neg = x_kl.detach()  # x^- = Omega(x~^K)
+        e_pos, e_neg = self.energy_net(x), self.energy_net(x_neg)
+        loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 5
+        loss_reg = cfg.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+        with frozen_params(self.energy_net):
+            loss_opt = self.energy_net(x_kl).mean()  # Eq. 7: E_{stop_grad(theta)}(x^-hat)
+        loss_ent = self._entropy_loss(x_kl)  # Eq. 8
+        entropy_on = cfg.use_ent and int(self.received) >= cfg.entropy_after
+        loss = loss_cd + loss_reg
+        loss = (
+            loss
+            + (loss_opt if cfg.use_opt else 0)
+            + (cfg.entropy_weight * loss_ent if entropy_on else 0)
+        )
+        self.update("energy", loss, clip=cfg.grad_clip)  # l. 12-13
+        self.buffer.update(idx, x_neg)  # l. 14
+        self.received += x.shape[0]
+        return detached(
+            loss=loss,
+            loss_cd=loss_cd,
+            loss_opt=loss_opt,
+            loss_ent=loss_ent,
+            e_pos=e_pos.mean(),
+            e_neg=e_neg.mean(),
+        )
+
+    def sample(self, n: int) -> Tensor:
+        cfg = self.cfg
+        x0 = self.buffer.initial(n)  # Alg. 2: x~^0 ~ U
+        rounds = Langevin(
+            cfg.sample_rounds * cfg.sample_round_steps,
+            cfg.step_size,
+            cfg.noise,
+            clamp=data_box(self.data_shape),
+            transition=self.augment,
+            every=cfg.sample_round_steps,
+        )
+        with frozen_params(self.energy_net):
+            return rounds(self.energy_net, x0)[0]  # N rounds of (D, K Langevin steps)
