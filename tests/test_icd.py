@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from ebmlab.data.augment import Augment
 from ebmlab.samplers import energy_grad, frozen_params
 from tests.helpers import tiny_method
 
@@ -67,7 +68,7 @@ def test_entropy_waits_for_the_buffer_to_fill():
 
 def test_images_get_augmented_chains_and_clamped_samples():
     method = tiny_method("icd", shape=(1, 8, 8), augmentation={"jitter": None})
-    assert method.augment is not None
+    assert method.augment == Augment(jitter=None)  # built from the config's options
     logs = method.train_step(torch.rand(8, 1, 8, 8) * 2 - 1, 0)
     assert torch.isfinite(logs["loss"])
     samples = method.sample(3)
