@@ -2,11 +2,14 @@
 
 A `Dataset` holds train and test tensors in model units (images (N, C, H, W) in [-1, 1], tables
 standardised, 2D toys as they are) and the `Scaler` that maps them back to the user's units.
+Sources without a predefined split hold out a seeded 10% as the test split; `n_train` then
+subsamples the training split, so the test split does not depend on it.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,8 @@ from ebmlab.errors import EbmlabError
 TOY_TRAIN, TOY_TEST = 20_000, 5_000
 TEST_SHARE = 0.1
 MIN_EXAMPLES = 10
+PIXEL_RANGE = (0.0, 255.0)
+DIGITS_RANGE = (0.0, 16.0)
 
 
 @dataclass
@@ -51,8 +56,10 @@ def dataset_names() -> dict[str, str]:
     names = {name: toy.description for name, toy in toy2d.TOY2D.items()}
     names["digits"] = "8x8 handwritten digits, 1,797, bundled with scikit-learn"
     names["mnist"] = "28x28 digits, 60k/10k (ebmlab data fetch mnist)"
-    names["fashion-mnist"] = "28x28 clothing, 60k/10k (ebmlab data fetch fashion-mnist)"
-    names["animal-mnist"] = "28x28 animal drawings, 10k, an OOD set (ebmlab data fetch ...)"
+    names["fashion-mnist"] = "28x28 clothing, 60k/10k, alias fmnist (ebmlab data fetch fmnist)"
+    names["animal-mnist"] = (
+        "28x28 animal drawings, 10k, an OOD set (ebmlab data fetch animal-mnist)"
+    )
     return names
 
 
@@ -66,11 +73,23 @@ def load_dataset(
     """A dataset from a bundled name, a fetched name, a path (.npy/.npz/.csv/folder) or an array.
 
     Args:
-        spec: what to load.
-        n_train: subsample the training split (toy2d: points drawn).
-        seed: the train/test split, subsampling and toy draws.
-        cache_dir: where fetched datasets live (default `ebmlab.data.fetch.cache_root()`).
+        spec: A name from `dataset_names()` (or the alias "fmnist"); a .npy/.npz file or an
+            array (N x D: a table; N x H x W or N x H x W x C with C in {1, 3}: images); a .csv
+            file (numbers only, an optional header row); or a folder of PNG/JPEG images, with one
+            subfolder per class for labels.
+        n_train: Subsample the training split to this many examples (toy2d: points drawn,
+            default 20,000; its test split is always 5,000 points).
+        seed: Seeds the train/test split, the subsampling and the toy draws.
+        cache_dir: Where fetched datasets live (default `ebmlab.data.fetch.cache_root()`).
+
+    Returns:
+        The splits in model units with their scaler; labels where the source has them.
+
+    Raises:
+        EbmlabError: For an unknown name, a missing or unreadable file, an unsupported file type,
+            a wrong rank, NaN or infinite values, too few examples, or a set not fetched yet.
     """
+    _check_n_train(n_train)
     if isinstance(spec, np.ndarray):
         return _from_array(spec, None, "array", n_train, seed)
     name = ALIASES.get(str(spec), str(spec))
@@ -78,17 +97,23 @@ def load_dataset(
         return _toy(name, n_train, seed)
     if name == "digits":
         x, y = images.digits()
-        return _images(name, x, y, (0.0, 16.0), n_train, seed)
+        return _images(name, x, y, DIGITS_RANGE, n_train, seed)
     if name in FETCHERS:
         return _fetched(name, Path(cache_dir) if cache_dir else None, n_train, seed)
     return _from_path(Path(spec), n_train, seed)
 
 
+def _check_n_train(n_train: int | None) -> None:
+    valid = isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool)
+    if n_train is not None and not (valid and n_train > 0):
+        raise EbmlabError(f"n_train must be a positive whole number or None, got {n_train!r}")
+
+
 def _toy(name: str, n_train: int | None, seed: int) -> Dataset:
     toy = toy2d.TOY2D[name]
     generator = torch.Generator().manual_seed(seed)
+    test = toy.draw(TOY_TEST, generator)  # drawn first, so it does not change with n_train
     train = toy.draw(n_train or TOY_TRAIN, generator)
-    test = toy.draw(TOY_TEST, generator)
     log_density, exact = toy2d.log_density(name)
     return Dataset(
         name,
@@ -107,19 +132,24 @@ def _fetched(name: str, cache_dir: Path | None, n_train: int | None, seed: int) 
     path = cached_path(name, cache_dir)
     if not path.is_file():
         raise EbmlabError(f"{name} is not fetched yet: run `ebmlab data fetch {name}` once")
-    with np.load(path) as arrays:
-        if "x_train" not in arrays:  # an OOD-only set: all of it is the test split
-            x = arrays["x_test"][:, None]
-            return _make_image_dataset(name, x, x, None, None, (0.0, 255.0), n_train, seed)
-        x_train, x_test = arrays["x_train"][:, None], arrays["x_test"][:, None]
-        y_train, y_test = arrays["y_train"], arrays["y_test"]
-    return _make_image_dataset(name, x_train, x_test, y_train, y_test, (0.0, 255.0), n_train, seed)
+    try:
+        with np.load(path) as arrays:
+            stored = {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise EbmlabError(
+            f"{path} is damaged: delete it and run `ebmlab data fetch {name}` again"
+        ) from None
+    x_test = stored["x_test"][:, None]
+    if "x_train" not in stored:  # an OOD-only set: all of it serves as both splits
+        return _make_image_dataset(name, x_test, x_test, None, None, PIXEL_RANGE, n_train, seed)
+    x_train = stored["x_train"][:, None]
+    y_train, y_test = stored["y_train"], stored["y_test"]
+    return _make_image_dataset(name, x_train, x_test, y_train, y_test, PIXEL_RANGE, n_train, seed)
 
 
 def _from_path(path: Path, n_train: int | None, seed: int) -> Dataset:
     if not path.exists():
-        known = ", ".join(dataset_names())
-        raise EbmlabError(f"{path} is neither a file, a folder, nor a known dataset ({known})")
+        raise EbmlabError(_not_found_message(path))
     if path.is_dir():
         x, labels = images.image_folder(path)
         return _images(path.name, x, labels, images.value_range(x), n_train, seed)
@@ -132,15 +162,23 @@ def _from_path(path: Path, n_train: int | None, seed: int) -> Dataset:
     raise EbmlabError(f"{path}: unsupported file type {suffix!r}; use .npy, .npz, .csv or a folder")
 
 
+def _not_found_message(path: Path) -> str:
+    known = ", ".join(dataset_names())
+    if path.suffix or len(path.parts) > 1:  # it was meant as a path
+        return f"{path} does not exist; check the path (or use a dataset name: {known})"
+    return f"unknown dataset {str(path)!r}; use one of {known}, or a file or folder path"
+
+
 def _read_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise EbmlabError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise EbmlabError(f"cannot read {path}: {reason}; save it with numpy.save/savez") from None
     if isinstance(loaded, np.ndarray):
         return loaded, None
     with loaded:
-        keys = list(loaded.keys())
+        keys = list(loaded.files)
         key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
         if key is None:
             raise EbmlabError(f"{path} holds {keys}; name the data array 'x' (labels 'y')")
@@ -148,24 +186,27 @@ def _read_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         return loaded[key], loaded[label_key] if label_key else None
 
 
-def _from_array(x: np.ndarray, labels, source: str, n_train: int | None, seed: int) -> Dataset:
+def _from_array(
+    x: np.ndarray, labels: np.ndarray | None, source: str, n_train: int | None, seed: int
+) -> Dataset:
     x = np.asarray(x)
     if x.ndim == 2:
         return _tabular(source, x, n_train, seed)
     if x.ndim in (3, 4):
         x = images.channels_first(x, source)
-        return _images(
-            source, x, labels, images.value_range(_check_values(x, source)), n_train, seed
-        )
+        return _images(source, x, labels, images.value_range(_checked(x, source)), n_train, seed)
     raise EbmlabError(
         f"{source}: expected N x D (table) or N x H x W [x C] (images), got shape {x.shape}"
     )
 
 
-def _check_values(x: np.ndarray, source: str) -> np.ndarray:
-    if x.size == 0 or len(x) == 0:
-        raise EbmlabError(f"{source} holds no examples")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+def _checked(x: np.ndarray, source: str) -> np.ndarray:
+    """x itself, once it is known to hold enough finite real numbers."""
+    if x.size == 0:
+        raise EbmlabError(
+            f"{source} is empty (shape {x.shape}); give at least {MIN_EXAMPLES} examples"
+        )
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise EbmlabError(f"{source}: values must be real numbers, got dtype {x.dtype}")
     if not np.isfinite(x).all():
         raise EbmlabError(f"{source} contains NaN or infinite values; remove or impute them")
@@ -174,36 +215,49 @@ def _check_values(x: np.ndarray, source: str) -> np.ndarray:
     return x
 
 
+def _checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise EbmlabError(
+            f"{source}: labels must be {n} whole numbers (one per example), "
+            f"got shape {labels.shape} of {labels.dtype}"
+        )
+    return labels
+
+
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * TEST_SHARE)))
     return perm[n_test:], perm[:n_test]
 
 
-def _subsample(idx: np.ndarray, n_train: int | None, seed: int) -> np.ndarray:
-    if n_train is None or n_train >= len(idx):
-        return idx
-    return np.random.default_rng(seed + 1).choice(idx, n_train, replace=False)
+def _subsample(n: int, n_train: int | None, seed: int) -> np.ndarray:
+    """Indices of the training examples kept: all, or a seeded n_train of them."""
+    if n_train is None or n_train >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed + 1).choice(n, n_train, replace=False))
 
 
 def _tabular(name: str, x: np.ndarray, n_train: int | None, seed: int) -> Dataset:
-    x = _check_values(x, name).astype(np.float32)
+    x = _checked(x, name).astype(np.float32)
     train_idx, test_idx = _split(len(x), seed)
-    train = torch.as_tensor(x[_subsample(train_idx, n_train, seed)])
+    train = torch.as_tensor(x[train_idx][_subsample(len(train_idx), n_train, seed)])
     scaler = Scaler.standardise(train)
-    return Dataset(
-        name,
-        "tabular",
-        scaler.to_model(train),
-        scaler.to_model(torch.as_tensor(x[test_idx])),
-        scaler,
-    )
+    test = torch.as_tensor(x[test_idx])
+    return Dataset(name, "tabular", scaler.to_model(train), scaler.to_model(test), scaler)
 
 
-def _images(name, x, labels, value_range, n_train, seed) -> Dataset:
-    _check_values(x, name)
-    if labels is not None and len(labels) != len(x):
-        raise EbmlabError(f"{name}: {len(labels)} labels for {len(x)} images")
+def _images(
+    name: str,
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    value_range: tuple[float, float],
+    n_train: int | None,
+    seed: int,
+) -> Dataset:
+    labels = _checked_labels(labels, len(_checked(x, name)), name)
     train_idx, test_idx = _split(len(x), seed)
     y_train = labels[train_idx] if labels is not None else None
     y_test = labels[test_idx] if labels is not None else None
@@ -212,15 +266,24 @@ def _images(name, x, labels, value_range, n_train, seed) -> Dataset:
     )
 
 
-def _make_image_dataset(name, x_train, x_test, y_train, y_test, value_range, n_train, seed):
-    keep = _subsample(np.arange(len(x_train)), n_train, seed)
+def _make_image_dataset(
+    name: str,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    y_train: np.ndarray | None,
+    y_test: np.ndarray | None,
+    value_range: tuple[float, float],
+    n_train: int | None,
+    seed: int,
+) -> Dataset:
+    keep = _subsample(len(x_train), n_train, seed)
     scaler = Scaler.to_unit_box(*value_range)
 
     def to_model(x: np.ndarray) -> Tensor:
         pixels = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        return scaler.to_model(pixels).clamp(-1, 1)  # min-max scaling can round past the box
+        return scaler.to_model(pixels).clamp(-1, 1)  # float32 rounding can step past the box
 
-    def to_labels(y) -> Tensor | None:
+    def to_labels(y: np.ndarray | None) -> Tensor | None:
         return None if y is None else torch.as_tensor(np.asarray(y, dtype=np.int64))
 
     return Dataset(

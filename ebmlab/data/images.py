@@ -12,6 +12,8 @@ import numpy as np
 from ebmlab.errors import EbmlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+GREY_MODES = {"1", "L", "LA"}  # alpha is dropped: energies model the pixels only
+DEEP_GREY_MODES = {"I", "I;16", "I;16B", "F"}
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +50,9 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            mode = "L" if img.mode in ("L", "1", "I;16", "I") else "RGB"
-            return np.asarray(img.convert(mode))
+            if img.mode in DEEP_GREY_MODES:  # keep the bit depth; the range comes from the data
+                return np.asarray(img)
+            return np.asarray(img.convert("L" if img.mode in GREY_MODES else "RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise EbmlabError(f"cannot read image {path}: {err}") from None
 

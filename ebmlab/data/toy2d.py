@@ -20,10 +20,13 @@ them, the table says so. N(m, s) is an isotropic Gaussian with standard deviatio
 |              |               | position is uniform instead of evenly spaced, so draws are iid |
 
 Each box holds all but < 1e-4 of the mass (tests/test_data.py measures it with 10^6 draws).
-The first four have exact log-densities: Gaussian mixtures by logsumexp, the checkerboard as
-log(1/32) on its squares and -inf elsewhere, the rings as p_r(|x|) / (2 pi |x|). The others get
-a reference: the log of a 200 x 200 histogram of 10^6 draws over the box (`exact=False`), built
-once per process.
+Six densities have exact log-densities: the Gaussian mixtures by logsumexp; the checkerboard as
+log(1/32) on its squares and -inf elsewhere; the rings as p_r(|x|) / (2 pi |x|), where p_r is
+the radial mixture (its mass below r = 0, 10 std away, is ignored); moons and swissroll as a
+curve blurred by a Gaussian, whose integral over the curve parameter is a Gauss-Legendre sum
+accurate to 1e-9 in log p. 2spirals (uniform jitter) and pinwheel (a warped Gaussian without a
+closed-form inverse) get a reference instead: the log of a 200 x 200 histogram of 10^6 draws
+over the box (`exact=False`), built once per process; it is noisy by several percent per bin.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ LogDensity = Callable[[Tensor], Tensor]
 
 REFERENCE_SAMPLES = 1_000_000
 REFERENCE_BINS = 200
+MIXTURE_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -58,16 +62,55 @@ def _randn(n: int, g: torch.Generator) -> Tensor:
     return torch.randn(n, 2, generator=g)
 
 
-def _gaussian_mixture_log_density(centres: Tensor, std: float) -> LogDensity:
+def _gaussian_mixture_log_density(
+    centres: Tensor, std: float, weights: Tensor | None = None
+) -> LogDensity:
+    """log sum_k w_k N(x; c_k, std^2 I), equal weights unless given.
+
+    Evaluated in float64 as -|x|^2 / 2s^2 + logsumexp_k(log w_k - |c_k|^2 / 2s^2 + x.c_k / s^2):
+    one matrix product per chunk of points, so hundreds of components stay cheap.
+    """
+    centres = centres.double()
+    log_weights = (
+        torch.full((len(centres),), -math.log(len(centres)), dtype=torch.float64)
+        if weights is None
+        else weights.double().log()
+    )
+    offsets = log_weights - centres.pow(2).sum(1) / (2 * std**2)
+    log_norm = math.log(2 * math.pi * std**2)
+
     def log_density(x: Tensor) -> Tensor:
-        sq = (x.unsqueeze(1) - centres.to(x)).pow(2).sum(-1)  # (B, K)
-        log_norm = -math.log(2 * math.pi * std**2) - math.log(len(centres))
-        return torch.logsumexp(-sq / (2 * std**2), dim=1) + log_norm
+        c, b = centres.to(x.device), offsets.to(x.device)
+        parts = []
+        for chunk in x.double().split(MIXTURE_CHUNK):  # bounds the (points, components) table
+            scores = b + chunk @ c.T / std**2
+            parts.append(torch.logsumexp(scores, dim=1) - chunk.pow(2).sum(1) / (2 * std**2))
+        return (torch.cat(parts) - log_norm).to(x.dtype)
 
     return log_density
 
 
+def _blurred_curve_log_density(
+    curve: Callable[[Tensor], Tensor], turns: tuple[float, float], nodes: int, std: float
+) -> LogDensity:
+    """Density of curve(t) + N(0, std^2 I) with t uniform on `turns`.
+
+    `curve` maps n values of t to n points, or to several equally likely branches stacked as
+    rows [branch 1; branch 2; ...]. The integral over t is a Gauss-Legendre sum: a Gaussian
+    mixture with one component per node and branch. `nodes` is chosen so that the sum matches
+    adaptive quadrature to 1e-9 (tests/test_data.py checks it).
+    """
+    low, high = turns
+    t, w = np.polynomial.legendre.leggauss(nodes)
+    centres = curve(torch.as_tensor(low + (t + 1) * (high - low) / 2))
+    branches = len(centres) // nodes
+    weights = torch.as_tensor(np.tile(w / 2, branches) / branches)
+    return _gaussian_mixture_log_density(centres, std, weights)
+
+
 def _mixture_sampler(centres: Tensor, std: float) -> Sampler:
+    centres = centres.float()  # draws are float32; the log-density keeps float64 centres
+
     def draw(n: int, g: torch.Generator) -> Tensor:
         idx = torch.randint(len(centres), (n,), generator=g)
         return centres[idx] + std * _randn(n, g)
@@ -75,14 +118,18 @@ def _mixture_sampler(centres: Tensor, std: float) -> Sampler:
     return draw
 
 
+EIGHT_STD = 0.5 / 1.414
+GRID_STD = 0.1
+
+
 def _eight_centres() -> Tensor:
     s = 1 / math.sqrt(2)
     unit = [(1, 0), (-1, 0), (0, 1), (0, -1), (s, s), (s, -s), (-s, s), (-s, -s)]
-    return torch.tensor(unit) * 4.0 / 1.414
+    return torch.tensor(unit, dtype=torch.float64) * 4.0 / 1.414
 
 
 def _grid_centres() -> Tensor:
-    axis = torch.arange(-2.0, 3.0)
+    axis = torch.arange(-2.0, 3.0, dtype=torch.float64)
     return torch.cartesian_prod(axis, axis)
 
 
@@ -140,36 +187,53 @@ def _pinwheel_draw(n: int, g: torch.Generator) -> Tensor:
     return 2 * torch.einsum("ti,tij->tj", features, rotation)
 
 
+MOONS_STD = 0.2
+ROLL_STD = 0.2
+ROLL_TURNS = (1.5 * math.pi, 4.5 * math.pi)
+
+
+def _upper_moon(t: Tensor) -> Tensor:
+    """sklearn's upper moon (cos t, sin t), t in [0, pi], shifted by -(0.5, 0.25) and doubled.
+
+    sklearn's lower moon (1 - cos t, 0.5 - sin t) becomes this one mirrored through the origin.
+    """
+    return torch.stack([2 * torch.cos(t) - 1, 2 * torch.sin(t) - 0.5], 1)
+
+
+def _moons(t: Tensor) -> Tensor:
+    upper = _upper_moon(t)
+    return torch.cat([upper, -upper])
+
+
 def _moons_draw(n: int, g: torch.Generator) -> Tensor:
-    """scikit-learn's two moons (noise 0.1), centred and doubled; the arc position is drawn
-    uniformly rather than on sklearn's even spacing, so every draw is i.i.d."""
     t = torch.rand(n, generator=g) * math.pi
-    outer = torch.stack([torch.cos(t), torch.sin(t)], 1)
-    inner = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], 1)
-    upper = torch.rand(n, 1, generator=g) < 0.5
-    x = torch.where(upper, outer, inner) - torch.tensor([0.5, 0.25])
-    return 2 * x + 0.2 * _randn(n, g)
+    sign = torch.randint(0, 2, (n, 1), generator=g) * 2.0 - 1
+    return sign * _upper_moon(t) + MOONS_STD * _randn(n, g)
+
+
+def _roll(t: Tensor) -> Tensor:
+    """sklearn's swiss roll seen along its axis, divided by 5."""
+    return torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) / 5
 
 
 def _swissroll_draw(n: int, g: torch.Generator) -> Tensor:
-    """scikit-learn's swiss roll (noise 1) seen from its axis, divided by 5."""
-    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g))
-    roll = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1)
-    return (roll + _randn(n, g)) / 5
+    low, high = ROLL_TURNS
+    t = low + (high - low) * torch.rand(n, generator=g)
+    return _roll(t) + ROLL_STD * _randn(n, g)
 
 
 TOY2D: dict[str, Toy2D] = {
     "8gaussians": Toy2D(
         "8 Gaussians on a circle (exact density)",
-        _mixture_sampler(_eight_centres(), 0.5 / 1.414),
+        _mixture_sampler(_eight_centres(), EIGHT_STD),
         (-4.5, 4.5),
-        _gaussian_mixture_log_density(_eight_centres(), 0.5 / 1.414),
+        _gaussian_mixture_log_density(_eight_centres(), EIGHT_STD),
     ),
     "25gaussians": Toy2D(
         "5x5 grid of Gaussians, std 0.1 (exact density)",
-        _mixture_sampler(_grid_centres(), 0.1),
+        _mixture_sampler(_grid_centres(), GRID_STD),
         (-3.0, 3.0),
-        _gaussian_mixture_log_density(_grid_centres(), 0.1),
+        _gaussian_mixture_log_density(_grid_centres(), GRID_STD),
     ),
     "checkerboard": Toy2D(
         "uniform on 8 squares of a 4x4 board (exact density)",
@@ -182,8 +246,18 @@ TOY2D: dict[str, Toy2D] = {
     ),
     "2spirals": Toy2D("two interleaved spirals (reference density)", _spirals_draw, (-4.5, 4.5)),
     "pinwheel": Toy2D("5-armed pinwheel (reference density)", _pinwheel_draw, (-4.5, 4.5)),
-    "swissroll": Toy2D("2D swiss roll (reference density)", _swissroll_draw, (-4.0, 4.0)),
-    "moons": Toy2D("two half moons (reference density)", _moons_draw, (-4.0, 4.0)),
+    "swissroll": Toy2D(
+        "2D swiss roll (exact density, by quadrature)",
+        _swissroll_draw,
+        (-4.0, 4.0),
+        _blurred_curve_log_density(_roll, ROLL_TURNS, 256, ROLL_STD),
+    ),
+    "moons": Toy2D(
+        "two half moons (exact density, by quadrature)",
+        _moons_draw,
+        (-4.0, 4.0),
+        _blurred_curve_log_density(_moons, (0.0, math.pi), 128, MOONS_STD),
+    ),
 }
 
 
