@@ -45,3 +45,17 @@ def test_custom_and_gaussian_init():
     assert torch.equal(buffer.storage, torch.full((10, 3), 7.0))
     gaussian = ReplayBuffer(20_000, (1,), init="gaussian").storage
     assert float(gaussian.std()) == pytest.approx(1.0, rel=0.03)
+
+
+def test_past_reads_only_written_slots():
+    buffer = ReplayBuffer(100, (2,), reinit_prob=0.0)
+    assert buffer.past(5).shape == (5, 2)  # nothing written yet: any slot
+    idx = torch.tensor([3, 7])
+    buffer.update(idx, torch.tensor([[10.0, 10.0], [20.0, 20.0]]))
+    past = buffer.past(400)
+    assert set(past[:, 0].tolist()) == {10.0, 20.0}
+    share = float((past[:, 0] == 10).float().mean())
+    assert share == pytest.approx(0.5, abs=4 * (0.25 / 400) ** 0.5)
+    clone = ReplayBuffer(100, (2,))
+    clone.load_state_dict(buffer.state_dict())  # the written mask travels with checkpoints
+    assert torch.equal(clone.written, buffer.written) and int(clone.written.sum()) == 2

@@ -5,6 +5,7 @@ import torch
 from torch.func import functional_call
 
 from ebmlab.data.augment import Augment
+from ebmlab.errors import EbmlabError
 from ebmlab.samplers import energy_grad, frozen_params
 from tests.helpers import tiny_method
 
@@ -25,7 +26,7 @@ def test_l_opt_gradient_flows_only_through_the_sampler_step():
             for g, p in zip(found, params.values(), strict=True)
         ]
 
-    x_kl = method._last_step(x)
+    x_kl = method._last_steps(x)
     with frozen_params(net):
         loss_opt = net(x_kl).mean()
     got = grads(loss_opt)
@@ -41,11 +42,47 @@ def test_l_opt_gradient_flows_only_through_the_sampler_step():
 
 
 def test_entropy_loss_is_minus_log_nearest_distance_to_past_samples():
-    method = tiny_method("icd", buffer_size=5, entropy_set=50)
-    method.buffer.storage.copy_(torch.tensor([[0.0, 0], [3, 0], [0, 4], [10, 10], [-5, 0]]))
+    method = tiny_method("icd", buffer_size=6, entropy_set=200)
+    method.buffer.storage.fill_(1e6)
+    method.buffer.storage[5] = torch.tensor([0.0, 1.0])  # nearest to x[0], but never written
+    past = torch.tensor([[0.0, 0], [3, 0], [0, 4], [10, 10], [-5, 0]])
+    method.buffer.update(torch.arange(5), past)
     x = torch.tensor([[0.0, 1.0], [3.0, 2.0]])
     expected = -(torch.log(torch.tensor(1.0)) + torch.log(torch.tensor(2.0))) / 2
+    torch.manual_seed(0)  # 200 draws from 5 written slots: each is drawn (miss chance 1e-19)
     assert float(method._entropy_loss(x)) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_l_opt_through_all_steps_matches_the_unrolled_chain():
+    """backprop_steps = K (App. D.2): theta reaches L_opt through every step's grad_x E."""
+    method = tiny_method("icd", noise=0.0, step_size=0.1, langevin_steps=2, backprop_steps=2)
+    net, params = method.energy_net, dict(method.energy_net.named_parameters())
+    x = torch.randn(8, 2)
+    x_kl = method._last_steps(x)
+    with frozen_params(net):
+        loss_opt = net(x_kl).mean()
+    (got,) = torch.autograd.grad(loss_opt, [params["net.0.weight"]])
+
+    def step(y):
+        return y - 0.1 * energy_grad(net, y, create_graph=True)[1]
+
+    frozen = {k: v.detach().clone() for k, v in params.items()}
+    outer = functional_call(net, frozen, (step(step(x)),)).mean()
+    (expected,) = torch.autograd.grad(outer, [params["net.0.weight"]])
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(EbmlabError, match="backprop_steps"):
+        tiny_method("icd", langevin_steps=2, backprop_steps=3)
+
+
+def test_gradients_of_cd_and_kl_are_logged_and_sum_to_the_applied_gradient():
+    method = tiny_method("icd", grad_clip=None)
+    logs = method.train_step(torch.randn(32, 2), 0)
+    for part in ("cd", "reg", "kl"):
+        assert float(logs[f"grad_norm/{part}"]) > 0
+    parts = [float(logs[f"grad_norm/{p}"]) for p in ("cd", "reg", "kl")]
+    assert float(logs["grad_norm"]) <= sum(parts) + 1e-5  # the triangle inequality
+    ablated = tiny_method("icd", use_opt=False, use_ent=False).train_step(torch.randn(32, 2), 0)
+    assert "grad_norm/kl" not in ablated
 
 
 def test_switches_reduce_the_loss_to_cd_plus_penalty():
@@ -60,10 +97,16 @@ def test_switches_reduce_the_loss_to_cd_plus_penalty():
 
 
 def test_entropy_waits_for_the_buffer_to_fill():
-    method = tiny_method("icd", alpha=0.0, entropy_after=100)
-    logs = method.train_step(torch.randn(32, 2), 0)  # received 0 < 100: no L_ent
+    method = tiny_method("icd", alpha=0.0, entropy_after=40)
+    logs = method.train_step(torch.randn(32, 2), 0)  # the buffer held 0 < 40: no L_ent
     assert float(logs["loss"]) == pytest.approx(float(logs["loss_cd"] + logs["loss_opt"]), abs=1e-5)
-    assert int(method.received) == 32
+    held = int(method.buffer.written.sum())
+    assert 0 < held <= 32
+    while int(method.buffer.written.sum()) < 40:
+        method.train_step(torch.randn(32, 2), 0)
+    logs = method.train_step(torch.randn(32, 2), 0)  # now it holds >= 40: L_ent is in
+    with_ent = logs["loss_cd"] + logs["loss_opt"] + 0.3 * logs["loss_ent"]
+    assert float(logs["loss"]) == pytest.approx(float(with_ent), abs=1e-5)
 
 
 def test_images_get_augmented_chains_and_clamped_samples():

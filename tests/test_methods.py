@@ -151,3 +151,31 @@ def test_shortrun_chains_start_from_fresh_uniform_noise():
     assert float(samples.min()) >= -2.0 and float(samples.max()) <= 2.0
     assert float(samples.var()) == pytest.approx(16 / 12, rel=0.05)  # U[-2, 2] variance
     assert not math.isclose(float(method.sample(4)[0, 0]), float(method.sample(4)[0, 0]))
+
+
+def test_update_with_parts_applies_their_summed_gradient_and_reports_each_norm():
+    torch.manual_seed(0)
+    a, b = tiny_method("cd"), tiny_method("cd")
+    b.load_state_dict(a.state_dict())
+    x = gaussian_batch(16)
+
+    def parts(method):
+        e = method.energy_net(x)
+        return {"mean": e.mean(), "square": e.pow(2).mean()}
+
+    a_parts = parts(a)
+    expected = {}
+    for name, value in a_parts.items():
+        grads = torch.autograd.grad(value, list(a.energy_net.parameters()), retain_graph=True)
+        expected[name] = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+    sum_grads = torch.autograd.grad(
+        sum(a_parts.values()), list(a.energy_net.parameters()), retain_graph=True
+    )
+    total = torch.linalg.vector_norm(torch.cat([g.flatten() for g in sum_grads]))
+    a.update("energy", sum(a_parts.values()))
+    norms = b.update("energy", parts(b))
+    for name in ("mean", "square"):
+        assert torch.allclose(norms[f"grad_norm/{name}"], expected[name])
+    assert torch.allclose(norms["grad_norm"], total)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):  # the same Adam step
+        assert torch.allclose(pa, pb, atol=1e-7)

@@ -10,6 +10,7 @@ from ebmlab.nets import (
     ConvEncoder,
     MLPEncoder,
     ResNetEnergy,
+    SelfAttention,
     build_encoder,
     build_energy,
     build_generator,
@@ -133,5 +134,63 @@ def test_multiscale_energy_sums_one_net_per_resolution():
     assert [sub.features[0].in_channels for sub in net.nets] == [3, 3, 3]
     (grad,) = torch.autograd.grad(net(x).sum(), x)
     assert grad.abs().sum() > 0
-    with pytest.raises(EbmlabError, match="each factor divides"):
+    with pytest.raises(EbmlabError, match="divide the images"):
         build_energy((1, 10, 10), "conv", multiscale=[1, 4])
+    with pytest.raises(EbmlabError, match="powers of two"):
+        build_energy((1, 12, 12), "conv", multiscale=[1, 3])
+
+
+ICD_TABLE5 = {
+    "kind": "resnet",
+    "widths": (64, 64, 128, 256),
+    "blocks_per_stage": 2,
+    "norm": "group",
+    "self_attention": True,
+    "attention_stage": 1,
+    "pool": "mean",
+}
+
+
+def layer_plan(net):
+    """(kind, channels out, downsamples?) of each layer after the first conv."""
+    plan = []
+    for layer in list(net.features)[1:-1]:
+        if isinstance(layer, SelfAttention):
+            plan.append(("attention", layer.qkv.in_channels, False))
+        else:
+            downsamples = not isinstance(layer.pool, nn.Identity)
+            plan.append(("block", layer.body[-1].out_channels, downsamples))
+    return plan
+
+
+def test_icd_table5_resnet_layer_by_layer():
+    net = build_energy((3, 32, 32), **ICD_TABLE5)
+    assert net.features[0].out_channels == 64  # 3x3 conv2d, 64
+    assert layer_plan(net) == [
+        ("block", 64, False),
+        ("block", 64, True),
+        ("block", 64, False),
+        ("block", 64, True),
+        ("attention", 64, False),
+        ("block", 128, False),
+        ("block", 128, True),
+        ("block", 256, False),
+        ("block", 256, True),
+    ]
+    groups = {m.num_groups for m in net.modules() if isinstance(m, nn.GroupNorm)}
+    assert groups == {32}  # GroupNorm(32) in every block
+    x = torch.randn(2, 3, 32, 32)
+    pooled = net.features(x).mean(dim=(2, 3))  # global mean pooling, then dense -> 1
+    assert torch.allclose(net(x), net.head(pooled).squeeze(-1))
+
+
+def test_icd_multiscale_resnet_drops_the_first_down_blocks_per_scale():
+    net = build_energy((3, 32, 32), multiscale=[1, 2, 4], **ICD_TABLE5)
+    downs = [sum(d for _, _, d in layer_plan(sub)) for sub in net.nets]
+    assert downs == [4, 3, 2]  # full, half (first down block removed), quarter (two removed)
+    final_sides = [
+        sub.features(torch.zeros(1, 3, 32 // f, 32 // f)).shape[-1]
+        for f, sub in zip((1, 2, 4), net.nets, strict=True)
+    ]
+    assert final_sides == [2, 2, 2]  # every scale ends on the same 2x2 grid
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2,)

@@ -8,6 +8,7 @@ A method owns its networks, optimisers and sampler state. The Trainer only calls
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -41,15 +42,35 @@ class Method(nn.Module, ABC):
     def sample(self, n: int) -> Tensor:
         """n samples in model units, by the paper's own sampling procedure."""
 
-    def update(self, name: str, loss: Tensor, clip: float | None = None) -> None:
-        """Backward and step optimiser `name`: the seam for AMP and multi-process sync."""
+    def update(
+        self, name: str, loss: Tensor | Mapping[str, Tensor], clip: float | None = None
+    ) -> dict[str, Tensor]:
+        """Backward and step optimiser `name`: the seam for AMP and multi-process sync.
+
+        Args:
+            name: The optimiser, a key of `self.optimizers`.
+            loss: The scalar to minimise, or named parts whose sum is minimised. For parts, the
+                gradient of each is taken on its own and their sum is applied, which costs one
+                backward pass over each part's graph, as one backward over the sum would where
+                the parts' graphs are disjoint.
+            clip: Clip the summed gradient to this L2 norm over the optimiser's parameters.
+
+        Returns:
+            For parts: `grad_norm/<part>` (each part's gradient norm) and `grad_norm` (the
+            summed gradient's norm, before clipping), as tensors. For a plain loss: {}.
+        """
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norms = {}
+        if isinstance(loss, Mapping):
+            norms = _backward_parts(loss, params)
+        else:
+            loss.backward()
         if clip is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
             nn.utils.clip_grad_norm_(params, clip)
         optimizer.step()
+        return norms
 
     @property
     def device(self) -> torch.device:
@@ -65,6 +86,29 @@ class Method(nn.Module, ABC):
             )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])
+
+
+def _backward_parts(parts: Mapping[str, Tensor], params: list[Tensor]) -> dict[str, Tensor]:
+    """Set each parameter's .grad to the sum of the parts' gradients; return their norms."""
+    totals = [torch.zeros_like(p) for p in params]
+    norms = {}
+    for k, (part, value) in enumerate(parts.items()):
+        grads = torch.autograd.grad(
+            value, params, retain_graph=k < len(parts) - 1, allow_unused=True
+        )
+        grads = [
+            torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
+        ]
+        norms[f"grad_norm/{part}"] = _norm(grads)
+        totals = [t + g for t, g in zip(totals, grads, strict=True)]
+    for param, total in zip(params, totals, strict=True):
+        param.grad = total
+    norms["grad_norm"] = _norm(totals)
+    return norms
+
+
+def _norm(tensors: list[Tensor]) -> Tensor:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def detached(**logs: Tensor) -> dict[str, Tensor]:

@@ -13,7 +13,8 @@ Notation (paper -> code)
     x^- = Omega(x~^K)        x_neg
     x^-hat = x~^K            x_kl (the last step, differentiable in theta, Eq. 7)
     E_{stop_grad(theta)}     the energy evaluated under `frozen_params`
-    NN(x, X), X ~ B          nearest L2 distance of each x_kl to 100 past buffer samples (Eq. 8)
+    NN(x, X), X ~ B          nearest L2 distance of each x_kl to 100 past samples (Eq. 8): X is
+                             drawn from the slots the sampler has written (`buffer.past`)
 
 Algorithm 1, one call of `train_step`:
     x~^0 ~ B with prob. 1 - reinit_prob, else U;  x~^0 = D(x~^0)           # l. 4-6
@@ -25,6 +26,11 @@ Algorithm 1, one call of `train_step`:
     L_ent = mean -log NN(x^-hat, X)                                               # Eq. 8
     L = L_CD + L_opt + w_ent L_ent + alpha mean(E(x^+)^2 + E(x^-)^2)    # Eq. 6 + the code's reg.
     theta <- Adam(theta, clip(grad L, 0.5));  B <- B with x^- written back        # l. 12-14
+
+The gradients of L_CD, of the penalty and of L_KL = L_opt + w_ent L_ent are taken one by one
+(`Method.update` with parts) and their norms logged as `grad_norm/cd`, `grad_norm/reg` and
+`grad_norm/kl`: the paper's Figure 9, drawn in each run's report. `backprop_steps` > 1
+differentiates L_opt through that many last steps (App. D.2: all K steps, 3x slower).
 
 The energy-magnitude penalty alpha, the gradient-norm clip, the entropy weight 0.3 applied once
 the buffer has received `entropy_after` samples, and Langevin noise 0.001 come from the authors'
@@ -44,6 +50,7 @@ import torch
 from torch import Tensor
 
 from ebmlab.data.augment import Augment
+from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, ReplayBuffer, frozen_params, langevin_step
@@ -61,9 +68,10 @@ class Config:
     noise: float | None = 0.001  # omega's std; None: sqrt(2 lambda), Langevin at temperature 1
     use_opt: bool = True  # L_opt, Eq. 7
     use_ent: bool = True  # L_ent, Eq. 8
+    backprop_steps: int = 1  # last Langevin steps L_opt is differentiated through (App. D.2: K)
     entropy_weight: float = 0.3  # authors' code; Alg. 1 writes 1
     entropy_set: int = 100  # |X|: past buffer samples for the nearest neighbour
-    entropy_after: int = 1000  # L_ent only once the buffer has received this many samples
+    entropy_after: int = 1000  # L_ent only once the buffer holds this many past samples
     alpha: float = 1.0  # energy-magnitude penalty alpha (E+^2 + E-^2), authors' code
     grad_clip: float | None = 0.5  # parameters' gradient-norm clip, authors' code
     buffer_size: int = 10_000
@@ -92,12 +100,18 @@ class ICD(Method):
             low=cfg.init_low,
             high=cfg.init_high,
         )
-        # how many chains the buffer has received: gates L_ent, saved with the checkpoint
-        self.register_buffer("received", torch.zeros((), dtype=torch.long))
         is_image = len(self.data_shape) == 3
         self.augment = Augment(**cfg.augmentation) if cfg.augment and is_image else None
+        if not 1 <= cfg.backprop_steps <= cfg.langevin_steps:
+            raise EbmlabError(
+                f"backprop_steps must be between 1 and langevin_steps ({cfg.langevin_steps}), "
+                f"got {cfg.backprop_steps}"
+            )
         self.langevin = Langevin(
-            cfg.langevin_steps - 1, cfg.step_size, cfg.noise, clamp=data_box(self.data_shape)
+            cfg.langevin_steps - cfg.backprop_steps,
+            cfg.step_size,
+            cfg.noise,
+            clamp=data_box(self.data_shape),
         )
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas
@@ -106,18 +120,19 @@ class ICD(Method):
     def energy(self, x: Tensor) -> Tensor:
         return self.energy_net(x)
 
-    def _last_step(self, x: Tensor) -> Tensor:
-        """x^-hat: one Langevin step whose gradient term keeps its graph to theta (Eq. 7)."""
-        x_kl = langevin_step(
-            self.energy_net, x, self.cfg.step_size, self.langevin.noise_std, create_graph=True
-        )
+    def _last_steps(self, x: Tensor) -> Tensor:
+        """x^-hat: the last Langevin steps, whose gradient terms keep their graph to theta."""
         box = data_box(self.data_shape)
-        return x_kl if box is None else x_kl.clamp(*box)
+        for _ in range(self.cfg.backprop_steps):
+            x = langevin_step(
+                self.energy_net, x, self.cfg.step_size, self.langevin.noise_std, create_graph=True
+            )
+            x = x if box is None else x.clamp(*box)
+        return x
 
     def _entropy_loss(self, x_kl: Tensor) -> Tensor:
         """Eq. 8: mean -log of each sample's L2 distance to its nearest of |X| past samples."""
-        pick = torch.randint(self.buffer.capacity, (self.cfg.entropy_set,), device=x_kl.device)
-        past = self.buffer.storage[pick].flatten(1)
+        past = self.buffer.past(self.cfg.entropy_set).flatten(1)  # X ~ B, Alg. 1 l. 5
         nearest = torch.cdist(x_kl.flatten(1), past).min(dim=1).values
         return -torch.log(nearest.clamp_min(1e-12)).mean()
 
@@ -127,32 +142,31 @@ class ICD(Method):
         if self.augment is not None:
             x0 = self.augment(x0)  # l. 6: D(x~^0)
         with frozen_params(self.energy_net):
-            x_prev, _ = self.langevin(self.energy_net, x0)  # l. 7-9, K - 1 stop-grad steps
-        x_kl = self._last_step(x_prev)  # x^-hat, graph to theta through grad_x E
-        x_neg = x_kl.detach()  # x^- = Omega(x~^K)
+            x_prev, _ = self.langevin(self.energy_net, x0)  # l. 7-9, stop-grad steps
+        x_kl = self._last_steps(x_prev)  # x^-hat, graph to theta through grad_x E
+        x_neg = x_kl.detach()  # x^- = Omega(x~^K), l. 10
         e_pos, e_neg = self.energy_net(x), self.energy_net(x_neg)
         loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 5
-        loss_reg = cfg.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
+        loss_reg = cfg.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())  # authors' code
         with frozen_params(self.energy_net):
             loss_opt = self.energy_net(x_kl).mean()  # Eq. 7: E_{stop_grad(theta)}(x^-hat)
         loss_ent = self._entropy_loss(x_kl)  # Eq. 8
-        entropy_on = cfg.use_ent and int(self.received) >= cfg.entropy_after
-        loss = loss_cd + loss_reg
-        loss = (
-            loss
-            + (loss_opt if cfg.use_opt else 0)
-            + (cfg.entropy_weight * loss_ent if entropy_on else 0)
-        )
-        self.update("energy", loss, clip=cfg.grad_clip)  # l. 12-13
+        # L_ent joins once the buffer holds enough past samples (a tensor test: no host sync)
+        entropy_on = (self.buffer.written.sum() >= cfg.entropy_after).float()
+        loss_kl = cfg.use_opt * loss_opt + cfg.use_ent * cfg.entropy_weight * entropy_on * loss_ent
+        parts = {"cd": loss_cd, "reg": loss_reg}
+        if cfg.use_opt or cfg.use_ent:
+            parts["kl"] = loss_kl  # Eq. 6
+        grad_norms = self.update("energy", parts, clip=cfg.grad_clip)  # l. 12-13
         self.buffer.update(idx, x_neg)  # l. 14
-        self.received += x.shape[0]
         return detached(
-            loss=loss,
+            loss=loss_cd + loss_reg + loss_kl,
             loss_cd=loss_cd,
             loss_opt=loss_opt,
             loss_ent=loss_ent,
             e_pos=e_pos.mean(),
             e_neg=e_neg.mean(),
+            **grad_norms,
         )
 
     def sample(self, n: int) -> Tensor:

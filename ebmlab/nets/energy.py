@@ -86,12 +86,11 @@ class SelfAttention(nn.Module):
 class ResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, downsample: bool, norm: str | None, activation: str):
         super().__init__()
-        groups = lambda c: nn.GroupNorm(min(32, c // 4) or 1, c)  # noqa: E731
         self.body = nn.Sequential(
-            groups(c_in) if norm == "group" else nn.Identity(),
+            _norm_layer(norm, c_in),
             make_activation(activation),
             nn.Conv2d(c_in, c_out, 3, 1, 1),
-            groups(c_out) if norm == "group" else nn.Identity(),
+            _norm_layer(norm, c_out),
             make_activation(activation),
             nn.Conv2d(c_out, c_out, 3, 1, 1),
         )
@@ -102,9 +101,24 @@ class ResBlock(nn.Module):
         return self.pool(self.body(x) + self.skip(x))
 
 
+def _norm_layer(norm: str | None, channels: int) -> nn.Module:
+    """GroupNorm with 32 groups where the width allows it (ICD uses GroupNorm(32)), or none."""
+    if norm is None:
+        return nn.Identity()
+    if norm != "group":
+        raise EbmlabError(f"unknown norm {norm!r}; energy nets take 'group' or none (no BatchNorm)")
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
 class ResNetEnergy(nn.Module):
-    """Residual energy: stages of blocks that halve the resolution, optional GroupNorm and
-    self-attention after the first stage, global sum pooling, linear head."""
+    """Residual energy: a 3x3 conv, then stages of `blocks_per_stage` blocks whose last block
+    halves the resolution, optional GroupNorm and self-attention after stage `attention_stage`,
+    global sum or mean pooling, and a linear head.
+
+    ICD's CIFAR-10 net (Du et al. 2021, Table 5) is widths (64, 64, 128, 256), 2 blocks per
+    stage, group norm, Swish, self-attention after stage 1, mean pooling. `skip_down=k` removes
+    the first k down-sampling blocks: ICD's half- and quarter-resolution nets (App. B.1).
+    """
 
     def __init__(
         self,
@@ -115,16 +129,25 @@ class ResNetEnergy(nn.Module):
         norm: str | None = None,
         activation: str = "swish",
         self_attention: bool = False,
+        attention_stage: int = 0,
+        pool: str = "sum",
+        skip_down: int = 0,
     ):
         super().__init__()
+        if pool not in ("sum", "mean"):
+            raise EbmlabError(f"pool must be 'sum' or 'mean', got {pool!r}")
+        self.pool = pool
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1)]
-        c_in = widths[0]
+        c_in, skipped = widths[0], 0
         for stage, width in enumerate(widths):
             for block in range(blocks_per_stage):
-                last = block == blocks_per_stage - 1
-                layers.append(ResBlock(c_in, width, last, norm, activation))
+                down = block == blocks_per_stage - 1
+                if down and skipped < skip_down:
+                    skipped += 1
+                    continue
+                layers.append(ResBlock(c_in, width, down, norm, activation))
                 c_in = width
-            if stage == 0 and self_attention:
+            if self_attention and stage == attention_stage:
                 layers.append(SelfAttention(c_in))
         layers.append(make_activation(activation))
         self.features = nn.Sequential(*layers)
@@ -133,7 +156,9 @@ class ResNetEnergy(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).sum(dim=(2, 3))).squeeze(-1)
+        features = self.features(x)
+        pooled = features.mean(dim=(2, 3)) if self.pool == "mean" else features.sum(dim=(2, 3))
+        return self.head(pooled).squeeze(-1)
 
 
 class MultiscaleEnergy(nn.Module):
@@ -164,9 +189,8 @@ def build_energy(
 ) -> nn.Module:
     """The energy net for data of `shape`: "mlp", "conv", "resnet", or "auto" (MLP for vectors,
     conv up to 16 px, ResNet above). `options` go to the chosen class's constructor.
-    `multiscale=(1, 2, 4)` sums one such net per downsampling factor (images only)."""
-    if multiscale:
-        return _multiscale(shape, kind, tuple(multiscale), options)
+    `multiscale=(1, 2, 4)` sums one such net per downsampling factor (images only); a ResNet at
+    factor 2^k drops its first k down-sampling blocks, as ICD's are (App. B.1)."""
     if kind == "auto":
         kind = "mlp" if len(shape) == 1 else "conv" if shape[-1] <= 16 else "resnet"
     if kind not in ENERGY_NETS:
@@ -175,6 +199,8 @@ def build_energy(
         )
     if kind != "mlp" and len(shape) != 3:
         raise EbmlabError(f"energy_net kind {kind} needs image data (C, H, W), got shape {shape}")
+    if multiscale:
+        return _multiscale(shape, kind, tuple(multiscale), options)
     cls = ENERGY_NETS[kind]
     first = math.prod(shape) if kind == "mlp" else shape[0]
     try:
@@ -185,11 +211,17 @@ def build_energy(
 
 
 def _multiscale(shape: tuple[int, ...], kind: str, factors: tuple[int, ...], options) -> nn.Module:
-    if len(shape) != 3 or any(shape[1] % f or shape[2] % f for f in factors):
+    powers_of_two = all(f > 0 and f & (f - 1) == 0 for f in factors)
+    if len(shape) != 3 or not powers_of_two or any(shape[1] % f or shape[2] % f for f in factors):
         raise EbmlabError(
-            f"multiscale {factors} needs images whose height and width each factor divides, "
-            f"got shape {shape}"
+            f"multiscale {factors} needs powers of two that divide the images' height and "
+            f"width, got shape {shape}"
         )
     channels, height, width = shape
-    nets = [build_energy((channels, height // f, width // f), kind, **options) for f in factors]
+    nets = []
+    for factor in factors:
+        extra = {"skip_down": factor.bit_length() - 1} if kind == "resnet" else {}
+        nets.append(
+            build_energy((channels, height // factor, width // factor), kind, **options, **extra)
+        )
     return MultiscaleEnergy(factors, nets)

@@ -2,9 +2,11 @@
 
 A fixed number of slots, pre-filled from the initial distribution. `sample(n)` reads n random
 slots; each returned row is replaced by a fresh initial sample with probability `reinit_prob`.
-After the sampler has moved them, `update(idx, x)` writes the chains back. The storage is a module
-buffer, so `.to(device)` moves it and `state_dict()` (hence every checkpoint) carries it: a
-resumed run continues the same chains. Memory: capacity * prod(shape) float32 values.
+After the sampler has moved them, `update(idx, x)` writes the chains back. `past(n)` reads only
+slots that have been written back, i.e. past outputs of the sampler rather than initial noise
+(ICD's set of past samples). The storage and the written-slot mask are module buffers, so
+`.to(device)` moves them and `state_dict()` (hence every checkpoint) carries them: a resumed run
+continues the same chains. Memory: capacity * prod(shape) float32 values.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ReplayBuffer(nn.Module):
         self.init, self.low, self.high = init, low, high
         self.register_buffer("storage", torch.empty(0))
         self.storage = self.initial(capacity)
+        self.register_buffer("written", torch.zeros(capacity, dtype=torch.bool))
 
     @property
     def capacity(self) -> int:
@@ -73,3 +76,11 @@ class ReplayBuffer(nn.Module):
     def update(self, idx: Tensor, x: Tensor) -> None:
         """Write the moved chains back into their slots."""
         self.storage[idx] = x.detach().to(self.storage.dtype)
+        self.written[idx] = True
+
+    def past(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n random slots among those written back (with replacement; all slots if none is)."""
+        # weights 1 on written slots, or on every slot while none is: no host-device sync
+        weights = (self.written | ~self.written.any()).float()
+        pick = torch.multinomial(weights, n, replacement=True, generator=generator)
+        return self.storage[pick]
