@@ -4,14 +4,25 @@ import ebmlab
 run = ebmlab.train("cd", data="8gaussians", steps=3000, out="runs/x")
 x = run.model.sample(1000); e = run.model.energy(x)
 run = ebmlab.load("runs/x")
-ebmlab.evaluate(run)
+ebmlab.evaluate(run, ood=["standard"])
+both = ebmlab.compose(["runs/a", "runs/b"])   # product of experts: energies summed
 """
 
-from ebmlab.api import Model, Run, load, train
+from ebmlab.api import Model, Run, compose, load, train
 from ebmlab.api import evaluate_run as evaluate
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import METHODS
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "EbmlabError", "Model", "Run", "__version__", "evaluate", "load", "train"]
+__all__ = [
+    "METHODS",
+    "EbmlabError",
+    "Model",
+    "Run",
+    "__version__",
+    "compose",
+    "evaluate",
+    "load",
+    "train",
+]

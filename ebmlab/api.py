@@ -18,7 +18,15 @@ import torch
 import yaml
 from torch import Tensor
 
-from ebmlab.config import RunConfig, build_dataclass, find_preset, merge, read_yaml
+from ebmlab.config import (
+    DataConfig,
+    RunConfig,
+    build_dataclass,
+    find_preset,
+    merge,
+    read_user_config,
+    read_yaml,
+)
 from ebmlab.data import Dataset, load_dataset
 from ebmlab.data.scaling import Scaler
 from ebmlab.errors import EbmlabError
@@ -111,7 +119,7 @@ def resolve_config(
     """Method defaults < preset < user YAML < overrides; method options are validated here."""
     tree: dict[str, Any] = {"method": {"name": method}}
     preset = find_preset(method, dataset.name, dataset.kind)
-    for layer in (read_yaml(preset) if preset else {}, read_yaml(config) if config else {}):
+    for layer in (read_yaml(preset) if preset else {}, read_user_config(config)):
         tree = merge(tree, layer)
     # the data that was loaded names the run, whatever a file says
     tree = merge(tree, merge(overrides or {}, {"data": {"name": data_label(data)}}))
@@ -157,7 +165,8 @@ def train(
         steps: training iterations (default: the preset's, else 3000).
         out: the run directory (default: a fresh `runs/<method>_<data>`). An existing run is
             never overwritten: pass `resume=True` to continue it.
-        config: a YAML file with method/data/train sections, layered over the preset.
+        config: a YAML file with method/data/train sections, or a preset's name (see
+            `ebmlab info`), layered over the preset the data picks.
         overrides: nested options, e.g. {"method": {"lr": 1e-4}}, applied last.
         seed, device: shortcuts for train.seed and train.device.
         resume: continue the run in `out` from its last checkpoint (its saved config is used;
@@ -178,9 +187,7 @@ def train(
         if saved.method != method:
             raise EbmlabError(f"{run_dir} holds a {saved.method!r} run, not {method!r}")
         run_config = RunConfig.from_dict(merge(saved.to_dict(), merge(overrides or {}, shortcuts)))
-        dataset = load_dataset(
-            run_config.data.name, n_train=run_config.data.n_train, seed=run_config.data.seed
-        )
+        dataset = load_run_data(run_config)
     else:
         run_dir = Path(out) if out is not None else default_run_dir(method, data)
         if (run_dir / "config.yaml").exists():
@@ -189,11 +196,12 @@ def train(
             )
         get_method(method)  # an unknown method fails before any data is loaded
         data_options = merge(
-            (read_yaml(config) if config else {}).get("data") or {},
+            read_user_config(config).get("data") or {},
             (overrides or {}).get("data") or {},
         )
+        data_config = build_dataclass(DataConfig, data_options, "data")
         dataset = load_dataset(
-            data, n_train=data_options.get("n_train"), seed=int(data_options.get("seed", 0))
+            data, n_train=data_config.n_train, seed=data_config.seed, classes=data_config.classes
         )
         run_config = resolve_config(
             method, dataset, data, config, merge(overrides or {}, shortcuts)
@@ -252,21 +260,53 @@ def evaluate_run(
     n_samples: int | None = None,
 ) -> dict[str, float]:
     """The metrics that fit the data (see `ebmlab.metrics.evaluate`), saved to eval.json, and
-    the run's report.md written anew with them."""
+    the run's report.md written anew with them.
+
+    Args:
+        run: A trained run.
+        dataset: Evaluate on this dataset instead of the run's own.
+        fid: Also the Inception FID (images).
+        ood: OOD set names for `auroc/<name>` (see `ebmlab.tasks.ood`): derived sets such as
+            "noise", "flipped", "textures", "off-data", dataset names, paths, or "standard"
+            for every set that suits the data. The report then shows their energies.
+        n_samples: Model samples for the sample-based metrics.
+    """
     from ebmlab.metrics import evaluate as evaluate_metrics
     from ebmlab.report import write_report
+    from ebmlab.tasks.ood import ood_set, standard_ood_sets
 
     if dataset is None:
         dataset = dataset_of(run)
-    ood_sets = {name: ood_dataset(name, dataset) for name in ood or []}
+    names = [
+        m
+        for name in ood or []
+        for m in (standard_ood_sets(dataset) if name == "standard" else [name])
+    ]
+    ood_sets = {name: ood_set(name, dataset, seed=run.config.train.seed) for name in names}
     n = n_samples or run.config.train.eval_samples
     metrics = evaluate_metrics(
         run.method, dataset, n_samples=n, fid=fid, ood=ood_sets or None, seed=run.config.train.seed
     )
     run.metrics = metrics
     (run.path / "eval.json").write_text(json.dumps(metrics, indent=2))
-    write_report(run, dataset, read_history(run.path))
+    write_report(run, dataset, read_history(run.path), ood_sets)
     return metrics
+
+
+def compose(runs: list, weights: list[float] | None = None):
+    """A product of experts: the runs' energies summed with `weights` (default all 1).
+
+    Args:
+        runs: `Run`s, `Model`s or run directories, of data of one shape; the first one's
+            sampler (e.g. ICD's Algorithm 2) samples the composition.
+        weights: One exponent per run.
+
+    Returns:
+        An `ebmlab.tasks.Composition` with `energy(x)` and `sample(n, seed)` in user units.
+    """
+    from ebmlab.tasks.compose import compose_runs
+
+    return compose_runs(runs, weights)
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
@@ -279,14 +319,10 @@ def dataset_of(run: Run) -> Dataset:
     name = run.config.data.name
     if name == "array":
         raise EbmlabError("this run was trained on an in-memory array: pass the data again")
-    return load_dataset(name, n_train=run.config.data.n_train, seed=run.config.data.seed)
+    return load_run_data(run.config)
 
 
-def ood_dataset(name: str, reference: Dataset) -> Tensor:
-    """An OOD set in the reference's model units and shape, as many items as its test split."""
-    other = load_dataset(name)
-    if other.shape != reference.shape:
-        raise EbmlabError(
-            f"OOD set {name} has shape {other.shape}, the model's data {reference.shape}"
-        )
-    return other.test[: len(reference.test)]
+def load_run_data(config: RunConfig) -> Dataset:
+    """The dataset a run's config names, split, subsampled and restricted as it says."""
+    data = config.data
+    return load_dataset(data.name, n_train=data.n_train, seed=data.seed, classes=data.classes)

@@ -35,6 +35,7 @@ class DataConfig:
     batch_size: int = 256
     n_train: int | None = None  # subsample the training split (toy2d: points drawn)
     seed: int = 0  # the train/test split and toy sampling
+    classes: tuple[int, ...] | None = None  # keep these labels only: a class-conditional model
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(tree, dict):
         raise EbmlabError(f"{path} must hold a mapping with method/data/train sections")
     return tree
+
+
+def read_user_config(config: str | Path | None) -> dict[str, Any]:
+    """A user's `--config`: a YAML file, or the name of a preset (e.g. "icd_cifar10")."""
+    if config is None:
+        return {}
+    path = Path(config)
+    if not path.is_file() and (PRESET_DIR / f"{config}.yaml").is_file():
+        path = PRESET_DIR / f"{config}.yaml"
+    if not path.is_file():
+        raise EbmlabError(
+            f"config {config} is neither a file nor a preset ({', '.join(preset_names())})"
+        )
+    return read_yaml(path)
 
 
 def find_preset(method: str, dataset: str, kind: str) -> Path | None:

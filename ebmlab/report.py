@@ -94,29 +94,89 @@ def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int 
         )
     samples = method.sample(2000).detach().cpu()
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.5))
-    extent = (*bounds, *bounds)
-    for ax, values, title in (
-        (axes[0], log_p, "data density"),
-        (axes[1], neg_e, "model density exp(-E)/Z"),
-    ):
-        values = torch.as_tensor(values, dtype=torch.float64)
-        density = torch.exp(values - torch.logsumexp(values.flatten(), 0)).numpy()
-        ax.imshow(density, origin="lower", extent=extent, cmap="magma")
-        ax.set_title(title)
+    _show_density(axes[0], log_p, bounds, "data density")
+    _show_density(axes[1], neg_e, bounds, "model density exp(-E)/Z")
     _scatter(axes[2], samples, f"samples ({run.config.method}.sample)", bounds)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def _is_grad_norm(key: str) -> bool:
+    return key == "grad_norm" or key.startswith("grad_norm/")
+
+
+def _neg_energy_grid(energy, device: torch.device, bounds: tuple[float, float]) -> np.ndarray:
+    """-E on the plotting grid over the box, without autograd."""
+    from ebmlab.metrics.toy2d import density_grid
+
+    with torch.no_grad():
+        return density_grid(lambda x: -energy(x.to(device)), bounds)[2]
+
+
+def _show_density(ax: plt.Axes, log_values: np.ndarray, bounds: tuple[float, float], title: str):
+    values = torch.as_tensor(log_values, dtype=torch.float64)
+    density = torch.exp(values - torch.logsumexp(values.flatten(), 0)).numpy()
+    ax.imshow(density, origin="lower", extent=(*bounds, *bounds), cmap="magma")
+    ax.set_title(title)
+
+
+def save_composition_figure(
+    composition, samples: Tensor, path: Path, bounds: tuple[float, float] | None = None
+) -> None:
+    """A composition's samples (model units of its first model); for 2D with `bounds`, each
+    model's density and the composed density beside them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(composition.shape) == 3:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        _show_images(ax, samples, f"samples of the product of {len(composition.models)} models")
+    elif composition.shape == (2,) and bounds is not None:
+        models = composition.models
+        fig, axes = plt.subplots(1, len(models) + 2, figsize=(4.2 * (len(models) + 2), 4.2))
+        for k, (ax, model) in enumerate(zip(axes, models, strict=False)):
+            neg_e = _neg_energy_grid(model.method.energy, model.method.device, bounds)
+            _show_density(ax, neg_e, bounds, f"model {k + 1}: exp(-E_{k + 1})")
+        device = composition.base.method.device
+        neg_e = _neg_energy_grid(composition.model_energy, device, bounds)
+        _show_density(axes[-2], neg_e, bounds, "product: exp(-sum w_i E_i)")
+        _scatter(axes[-1], samples, "samples of the product", bounds)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        _scatter(ax, samples, "samples of the product (first two columns)", None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def save_loss_figure(history: list[dict[str, float]], path: Path) -> None:
-    keys = [k for k in history[0] if k not in ("step", "it_per_s", "wall_s")]
+    skip = {"step", "it_per_s", "wall_s"}
+    keys = [k for k in history[0] if k not in skip and not _is_grad_norm(k)]
     steps = [row["step"] for row in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         ax.plot(steps, [row[key] for row in history])
         ax.set_title(key)
         ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def grad_norm_keys(history: list[dict[str, float]]) -> list[str]:
+    """The per-term gradient norms a method logged (`grad_norm/<term>`), if any."""
+    return [k for k in history[0] if k.startswith("grad_norm/")] if history else []
+
+
+def save_grad_norm_figure(history: list[dict[str, float]], path: Path) -> None:
+    """The gradient magnitude of each loss term over training, on one log axis (ICD's Fig. 9)."""
+    steps = [row["step"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in grad_norm_keys(history):
+        ax.plot(steps, [row[key] for row in history], label=key.removeprefix("grad_norm/"))
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient L2 norm")
+    ax.legend(title="loss term")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -130,12 +190,41 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run: Run, dataset: Dataset, history: list[dict[str, float]]) -> Path:
+def save_ood_figure(
+    energy, in_data: Tensor, ood_sets: dict[str, Tensor], path: Path, in_name: str = "test"
+) -> None:
+    """Histograms of -E (higher = more in-distribution) for the test data and each OOD set."""
+    from ebmlab.metrics._common import batched_energy
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    scores = {f"{in_name} (in)": -batched_energy(energy, in_data)}
+    scores |= {name: -batched_energy(energy, points) for name, points in ood_sets.items()}
+    finite = torch.cat([v[torch.isfinite(v)] for v in scores.values()]).numpy()
+    bins = np.linspace(np.percentile(finite, 0.5), np.percentile(finite, 99.5), 60)
+    for name, values in scores.items():
+        ax.hist(values.numpy(), bins=bins, histtype="step", density=True, linewidth=1.5, label=name)
+    ax.set_xlabel("-E(x), the model's unnormalised log-density")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(
+    run: Run,
+    dataset: Dataset,
+    history: list[dict[str, float]],
+    ood_sets: dict[str, Tensor] | None = None,
+) -> Path:
     """Write report.md and its figures into the run directory; returns the report's path."""
     figures = []
     if history:
         save_loss_figure(history, run.path / "loss.png")
         figures.append(("Training curves", "loss.png"))
+    if grad_norm_keys(history):
+        save_grad_norm_figure(history, run.path / "grad_norms.png")
+        figures.append(("Gradient magnitude of each loss term", "grad_norms.png"))
     if dataset.kind == "toy2d":
         save_density_figure(run, dataset, run.path / "density.png")
         figures.append(("Data density, model density and samples", "density.png"))
@@ -143,6 +232,9 @@ def write_report(run: Run, dataset: Dataset, history: list[dict[str, float]]) ->
         n = 64 if dataset.kind == "image" else 2000
         save_samples_figure(run.method.sample(n).detach().cpu(), dataset, run.path / "samples.png")
         figures.append(("Data and samples", "samples.png"))
+    if ood_sets:
+        save_ood_figure(run.method.energy, dataset.test, ood_sets, run.path / "ood.png")
+        figures.append(("Energies of test data and OOD sets", "ood.png"))
     seconds = history[-1]["wall_s"] if history else 0.0
     lines = [
         f"# {run.config.method} on {dataset.name}",

@@ -109,5 +109,5 @@ def test_config_file_data_options_reach_the_loader(tmp_path, monkeypatch):
     )
     assert run.config.data.name == "moons"  # the data given to train names the run
     assert run.config.data.n_train == 300
-    assert calls == [("moons", {"n_train": 300, "seed": 0})]
+    assert calls == [("moons", {"n_train": 300, "seed": 0, "classes": None})]
     assert run.config.method_params["langevin_steps"] == 2

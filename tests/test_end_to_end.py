@@ -5,7 +5,7 @@ import torch
 
 import ebmlab
 from ebmlab.api import build_method_config, resolve_config
-from ebmlab.data import load_dataset
+from ebmlab.data import load_dataset, toy2d
 from ebmlab.methods import get_method
 from ebmlab.metrics.toy2d import grid_density_metrics
 
@@ -48,3 +48,33 @@ def test_images_train_and_report_samples_with_classifier_distance(name, tmp_path
     assert run.metrics["feature_net_acc"] > 0.85
     assert run.metrics["fd_classifier"] > run.metrics["fd_classifier_floor"]
     assert (tmp_path / name / "samples.png").stat().st_size > 5000
+
+
+def test_composed_icd_models_sample_where_the_product_has_its_mass(tmp_path):
+    """ICD's composition (Sec. 3.4) on a known answer: models of 8gaussians' components
+    {0, 2, 4} (E, N, NE) and {2, 4, 6} (N, NE, NW) multiply to the N and NE modes alone."""
+    centres = toy2d.MIXTURES["8gaussians"][0].float()
+
+    def modes(x):
+        distance = torch.cdist(x, centres)
+        near = distance.min(1).values < 3 * toy2d.EIGHT_STD
+        return torch.where(near, distance.argmin(1), -1)
+
+    runs = [
+        ebmlab.train(
+            "icd",
+            "8gaussians",
+            steps=1000,
+            out=tmp_path / name,
+            overrides={"data": {"classes": classes}},
+            evaluate=False,
+            progress=False,
+        )
+        for name, classes in (("a", [0, 2, 4]), ("b", [2, 4, 6]))
+    ]
+    alone = modes(runs[0].model.sample(2000, seed=0))
+    assert float(torch.isin(alone, torch.tensor([0, 2, 4])).float().mean()) > 0.85
+    assert float((alone == 0).float().mean()) > 0.2  # model a alone visits E too
+    both = modes(ebmlab.compose(runs).sample(2000, seed=0))
+    assert float(torch.isin(both, torch.tensor([2, 4])).float().mean()) > 0.9
+    assert float((both == 0).float().mean()) < 0.02 and float((both == 6).float().mean()) < 0.02

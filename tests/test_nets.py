@@ -43,6 +43,7 @@ def test_energy_nets_give_one_finite_differentiable_energy_per_example(shape):
 def test_auto_picks_mlp_conv_resnet_by_shape():
     assert type(build_energy((5,))).__name__ == "MLPEnergy"
     assert type(build_energy((1, 8, 8))).__name__ == "ConvEnergy"
+    assert type(build_energy((1, 28, 28))).__name__ == "ConvEnergy"
     assert type(build_energy((3, 32, 32))).__name__ == "ResNetEnergy"
 
 

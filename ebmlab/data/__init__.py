@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +69,7 @@ def load_dataset(
     n_train: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    classes: Sequence[int] | None = None,
 ) -> Dataset:
     """A dataset from a bundled name, a fetched name, a path (.npy/.npz/.csv/folder) or an array.
 
@@ -81,15 +82,21 @@ def load_dataset(
             default 20,000; its test split is always 5,000 points).
         seed: Seeds the train/test split, the subsampling and the toy draws.
         cache_dir: Where fetched datasets live (default `ebmlab.data.fetch.cache_root()`).
+        classes: Keep only examples with these labels, in both splits (labelled images, and
+            the 2D mixtures, whose classes are their components); `n_train` then counts the
+            kept training examples. The conditional data of a class-conditional EBM.
 
     Returns:
         The splits in model units with their scaler; labels where the source has them.
 
     Raises:
         EbmlabError: For an unknown name, a missing or unreadable file, an unsupported file type,
-            a wrong rank, NaN or infinite values, too few examples, or a set not fetched yet.
+            a wrong rank, NaN or infinite values, too few examples, a set not fetched yet, or
+            classes the data does not have.
     """
     _check_n_train(n_train)
+    if classes is not None:
+        return _with_classes(spec, tuple(int(c) for c in classes), n_train, seed, cache_dir)
     if isinstance(spec, np.ndarray):
         return _from_array(spec, None, "array", n_train, seed)
     name = ALIASES.get(str(spec), str(spec))
@@ -103,24 +110,58 @@ def load_dataset(
     return _from_path(Path(spec), n_train, seed)
 
 
+def _with_classes(
+    spec: str | os.PathLike | np.ndarray,
+    classes: tuple[int, ...],
+    n_train: int | None,
+    seed: int,
+    cache_dir: str | Path | None,
+) -> Dataset:
+    name = ALIASES.get(str(spec), str(spec)) if not isinstance(spec, np.ndarray) else "array"
+    if name in toy2d.TOY2D:
+        try:
+            return _toy(name, n_train, seed, toy2d.with_classes(name, classes))
+        except ValueError as err:
+            raise EbmlabError(str(err)) from None
+    full = load_dataset(spec, seed=seed, cache_dir=cache_dir)
+    if full.train_labels is None:
+        raise EbmlabError(f"{full.name} has no labels, so it cannot be restricted to classes")
+    train_keep = torch.isin(full.train_labels, torch.tensor(classes))
+    test_keep = torch.isin(full.test_labels, torch.tensor(classes))
+    if not train_keep.any() or not test_keep.any():
+        present = sorted(set(full.train_labels.tolist()))
+        raise EbmlabError(
+            f"{full.name} has no examples of classes {list(classes)}; it has {present}"
+        )
+    keep = train_keep.nonzero().squeeze(1)
+    keep = keep[torch.as_tensor(_subsample(len(keep), n_train, seed))]
+    full.train, full.train_labels = full.train[keep], full.train_labels[keep]
+    full.test, full.test_labels = full.test[test_keep], full.test_labels[test_keep]
+    return full
+
+
 def _check_n_train(n_train: int | None) -> None:
     valid = isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool)
     if n_train is not None and not (valid and n_train > 0):
         raise EbmlabError(f"n_train must be a positive whole number or None, got {n_train!r}")
 
 
-def _toy(name: str, n_train: int | None, seed: int) -> Dataset:
-    toy = toy2d.TOY2D[name]
+def _toy(name: str, n_train: int | None, seed: int, toy: toy2d.Toy2D | None = None) -> Dataset:
+    """A named 2D density, or `toy`, a restricted version of it (`toy2d.with_classes`)."""
+    toy = toy or toy2d.TOY2D[name]
     generator = torch.Generator().manual_seed(seed)
-    test = toy.draw(TOY_TEST, generator)  # drawn first, so it does not change with n_train
-    train = toy.draw(n_train or TOY_TRAIN, generator)
-    log_density, exact = toy2d.log_density(name)
+    draw = toy.draw_labelled or (lambda n, g: (toy.draw(n, g), None))
+    test, test_labels = draw(TOY_TEST, generator)  # drawn first: it does not change with n_train
+    train, train_labels = draw(n_train or TOY_TRAIN, generator)
+    log_density, exact = (toy.log_density, True) if toy.log_density else toy2d.log_density(name)
     return Dataset(
         name,
         "toy2d",
         train,
         test,
         Scaler.identity(),
+        train_labels=train_labels,
+        test_labels=test_labels,
         log_density=log_density,
         log_density_exact=exact,
         bounds=toy.bounds,

@@ -27,6 +27,11 @@ curve blurred by a Gaussian, whose integral over the curve parameter is a Gauss-
 accurate to 1e-9 in log p. 2spirals (uniform jitter) and pinwheel (a warped Gaussian without a
 closed-form inverse) get a reference instead: the log of a 200 x 200 histogram of 10^6 draws
 over the box (`exact=False`), built once per process; it is noisy by several percent per bin.
+
+The two mixtures have classes: a point's label is the component that drew it. `with_classes(name,
+classes)` keeps only some components, with the exact log-density of that smaller mixture: the
+class-conditional densities that ICD composes (Sec. 3.4). 8gaussians' components 0..7 lie
+towards E, W, N, S, NE, SE, NW, SW; 25gaussians' component 5 i + j is at (i - 2, j - 2).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from torch import Tensor
 
 Sampler = Callable[[int, torch.Generator], Tensor]
 LogDensity = Callable[[Tensor], Tensor]
+LabelledSampler = Callable[[int, torch.Generator], tuple[Tensor, Tensor]]
 
 REFERENCE_SAMPLES = 1_000_000
 REFERENCE_BINS = 200
@@ -56,6 +62,7 @@ class Toy2D:
     draw: Sampler
     bounds: tuple[float, float]
     log_density: LogDensity | None = None
+    draw_labelled: LabelledSampler | None = None  # (points, classes), for the mixtures
 
 
 def _randn(n: int, g: torch.Generator) -> Tensor:
@@ -108,14 +115,20 @@ def _blurred_curve_log_density(
     return _gaussian_mixture_log_density(centres, std, weights)
 
 
-def _mixture_sampler(centres: Tensor, std: float) -> Sampler:
+def _mixture_sampler(centres: Tensor, std: float, classes: Tensor | None = None) -> LabelledSampler:
+    """Draws with their component's class (`classes[k]` for component k, default k)."""
     centres = centres.float()  # draws are float32; the log-density keeps float64 centres
+    classes = torch.arange(len(centres)) if classes is None else classes
 
-    def draw(n: int, g: torch.Generator) -> Tensor:
+    def draw_labelled(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
         idx = torch.randint(len(centres), (n,), generator=g)
-        return centres[idx] + std * _randn(n, g)
+        return centres[idx] + std * _randn(n, g), classes[idx]
 
-    return draw
+    return draw_labelled
+
+
+def _points_only(draw_labelled: LabelledSampler) -> Sampler:
+    return lambda n, g: draw_labelled(n, g)[0]
 
 
 EIGHT_STD = 0.5 / 1.414
@@ -222,18 +235,34 @@ def _swissroll_draw(n: int, g: torch.Generator) -> Tensor:
     return _roll(t) + ROLL_STD * _randn(n, g)
 
 
+def _mixture(
+    description: str,
+    centres: Tensor,
+    std: float,
+    bounds: tuple[float, float],
+    classes: Tensor | None = None,
+) -> Toy2D:
+    draw_labelled = _mixture_sampler(centres, std, classes)
+    return Toy2D(
+        description,
+        _points_only(draw_labelled),
+        bounds,
+        _gaussian_mixture_log_density(centres, std),
+        draw_labelled,
+    )
+
+
+MIXTURES = {  # name -> (centres, std, box)
+    "8gaussians": (_eight_centres(), EIGHT_STD, (-4.5, 4.5)),
+    "25gaussians": (_grid_centres(), GRID_STD, (-3.0, 3.0)),
+}
+
 TOY2D: dict[str, Toy2D] = {
-    "8gaussians": Toy2D(
-        "8 Gaussians on a circle (exact density)",
-        _mixture_sampler(_eight_centres(), EIGHT_STD),
-        (-4.5, 4.5),
-        _gaussian_mixture_log_density(_eight_centres(), EIGHT_STD),
+    "8gaussians": _mixture(
+        "8 Gaussians on a circle (exact density; 8 classes)", *MIXTURES["8gaussians"]
     ),
-    "25gaussians": Toy2D(
-        "5x5 grid of Gaussians, std 0.1 (exact density)",
-        _mixture_sampler(_grid_centres(), GRID_STD),
-        (-3.0, 3.0),
-        _gaussian_mixture_log_density(_grid_centres(), GRID_STD),
+    "25gaussians": _mixture(
+        "5x5 grid of Gaussians, std 0.1 (exact density; 25 classes)", *MIXTURES["25gaussians"]
     ),
     "checkerboard": Toy2D(
         "uniform on 8 squares of a 4x4 board (exact density)",
@@ -295,3 +324,22 @@ def log_density(name: str) -> tuple[LogDensity, bool]:
     if toy.log_density is not None:
         return toy.log_density, True
     return _reference_log_density(name), False
+
+
+def with_classes(name: str, classes: tuple[int, ...]) -> Toy2D:
+    """The mixture `name` restricted to the components `classes`, with its exact log-density.
+
+    Labels keep the full mixture's numbering.
+
+    Raises:
+        ValueError: If `name` has no classes or a class is out of range.
+    """
+    if name not in MIXTURES:
+        raise ValueError(f"{name} has no classes; the mixtures {', '.join(MIXTURES)} do")
+    centres, std, bounds = MIXTURES[name]
+    chosen = sorted(set(classes))
+    if not chosen or chosen[0] < 0 or chosen[-1] >= len(centres):
+        raise ValueError(f"{name}'s classes are 0..{len(centres) - 1}, got {list(classes)}")
+    return _mixture(
+        f"{name} components {chosen}", centres[chosen], std, bounds, torch.tensor(chosen)
+    )

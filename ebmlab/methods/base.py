@@ -3,6 +3,9 @@
 A method owns its networks, optimisers and sampler state. The Trainer only calls `train_step`,
 `energy`, `sample`, `state_dict` and reads `ema_modules`; metrics and tasks only `energy` and
 `sample`. No method inherits from another: what two share lives in samplers/, nets/, metrics/.
+
+Optional, where a method has them: `sample_from(energy, n)`, the method's own sampling procedure
+run on any energy in model units, which `ebmlab.compose` uses to sample a sum of energies.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
-from ebmlab.samplers import Langevin, ReplayBuffer, frozen_params
+from ebmlab.samplers import Energy, Langevin, ReplayBuffer, frozen_params
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,10 @@ class CD(Method):
         )
 
     def sample(self, n: int) -> Tensor:
-        x0 = self.buffer.initial(n)
         with frozen_params(self.energy_net):
-            x, _ = self._langevin(self.cfg.sample_steps)(self.energy_net, x0)
-        return x
+            return self.sample_from(self.energy_net, n)
+
+    def sample_from(self, energy: Energy, n: int) -> Tensor:
+        """This method's sampler on any energy in model units (for composed energies)."""
+        x0 = self.buffer.initial(n)
+        return self._langevin(self.cfg.sample_steps)(energy, x0)[0]

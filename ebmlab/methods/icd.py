@@ -53,7 +53,7 @@ from ebmlab.data.augment import Augment
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
-from ebmlab.samplers import Langevin, ReplayBuffer, frozen_params, langevin_step
+from ebmlab.samplers import Energy, Langevin, ReplayBuffer, frozen_params, langevin_step
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,11 @@ class ICD(Method):
         )
 
     def sample(self, n: int) -> Tensor:
+        with frozen_params(self.energy_net):
+            return self.sample_from(self.energy_net, n)
+
+    def sample_from(self, energy: Energy, n: int) -> Tensor:
+        """Algorithm 2 on any energy in model units (ICD composes energies this way, Sec. 3.4)."""
         cfg = self.cfg
         x0 = self.buffer.initial(n)  # Alg. 2: x~^0 ~ U
         rounds = Langevin(
@@ -180,5 +185,4 @@ class ICD(Method):
             transition=self.augment,
             every=cfg.sample_round_steps,
         )
-        with frozen_params(self.energy_net):
-            return rounds(self.energy_net, x0)[0]  # N rounds of (D, K Langevin steps)
+        return rounds(energy, x0)[0]  # N rounds of (D, K Langevin steps)
