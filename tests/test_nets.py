@@ -115,12 +115,33 @@ def test_ema_update_is_exact_and_swapped_restores_live_weights():
     old = net.weight.detach().clone()
     with torch.no_grad():
         net.weight.add_(1.0)
+    ema.update(net)  # the first update's decay is the warm-up's 2 / 11, not 0.9
+    assert torch.allclose(ema.averaged.weight, 2 / 11 * old + 9 / 11 * net.weight)
+    ema.updates = 1000
+    assert ema.current_decay == 0.9
+    before = ema.averaged.weight.detach().clone()
     ema.update(net)
-    assert torch.allclose(ema.averaged.weight, 0.9 * old + 0.1 * net.weight)
+    assert torch.allclose(ema.averaged.weight, 0.9 * before + 0.1 * net.weight)
+    clone = EMA(net, decay=0.9)
+    clone.load_state_dict(ema.state_dict())
+    assert clone.updates == 1001 and torch.equal(clone.averaged.weight, ema.averaged.weight)
     live = net.weight.detach().clone()
     with ema.swapped(net):
         assert torch.equal(net.weight, ema.averaged.weight)
     assert torch.equal(net.weight, live)
+
+
+def test_ema_forgets_the_initial_weights_within_a_short_run():
+    """At decay 0.999 a plain EMA would still hold 37% of the initial weights after 1,000
+    updates; the warm-up leaves a negligible share."""
+    net = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    for _ in range(1000):
+        ema.update(net)
+    assert float(ema.averaged.weight) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_multiscale_energy_sums_one_net_per_resolution():

@@ -41,8 +41,9 @@ def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path):
     assert whole["step"] == split["step"] == 30
     for key, value in whole["method"].items():  # weights and the replay buffer's chains
         assert torch.equal(value, split["method"][key]), key
-    for key, value in whole["ema"]["energy_net"].items():
-        assert torch.equal(value, split["ema"]["energy_net"][key]), key
+    for key, value in whole["ema"]["energy_net"]["weights"].items():
+        assert torch.equal(value, split["ema"]["energy_net"]["weights"][key]), key
+    assert whole["ema"]["energy_net"]["updates"] == split["ema"]["energy_net"]["updates"] == 30
     assert torch.equal(whole["rng"]["torch"], split["rng"]["torch"])
     rows = [json.loads(line) for line in (tmp_path / "whole/metrics.jsonl").open()]
     rows_split = [json.loads(line) for line in (tmp_path / "split/metrics.jsonl").open()]
@@ -111,7 +112,7 @@ def test_loaded_run_uses_ema_weights(tmp_path):
     run = quick(tmp_path / "run", 10)
     loaded = ebmlab.load(tmp_path / "run")
     payload = checkpoint(tmp_path / "run")
-    for key, value in payload["ema"]["energy_net"].items():
+    for key, value in payload["ema"]["energy_net"]["weights"].items():
         if key in dict(loaded.method.energy_net.named_parameters()):
             assert torch.equal(dict(loaded.method.energy_net.named_parameters())[key], value)
     x = torch.randn(6, 2)
