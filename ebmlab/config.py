@@ -180,8 +180,9 @@ def read_user_config(config: str | Path | None) -> dict[str, Any]:
 
 
 def find_preset(method: str, dataset: str, kind: str) -> Path | None:
-    """The preset for this pair: `<method>_<dataset>.yaml`, else `<method>_<kind>.yaml`."""
-    for stem in (f"{method}_{dataset}", f"{method}_{kind}"):
+    """The preset for this pair: `<method>_<dataset>.yaml` (a file's name without its suffix,
+    so cifar10.npz picks icd_cifar10), else `<method>_<kind>.yaml`."""
+    for stem in (f"{method}_{dataset}", f"{method}_{Path(dataset).stem}", f"{method}_{kind}"):
         path = PRESET_DIR / f"{stem}.yaml"
         if path.is_file():
             return path

@@ -72,3 +72,17 @@ def test_run_config_rejects_unknown_sections_and_missing_method():
 def test_presets_fall_back_from_dataset_to_kind():
     assert find_preset("cd", "8gaussians", "toy2d").name == "cd_toy2d.yaml"
     assert find_preset("no-such-method", "8gaussians", "toy2d") is None
+
+
+def test_a_dataset_file_named_after_a_preset_picks_it():
+    assert find_preset("icd", "cifar10.npz", "image").name == "icd_cifar10.yaml"
+    assert find_preset("icd", "cifar10", "image").name == "icd_cifar10.yaml"
+    assert find_preset("icd", "faces.npz", "image").name == "icd_image.yaml"
+
+
+def test_config_may_name_a_packaged_preset(tmp_path):
+    from ebmlab.config import read_user_config
+
+    assert read_user_config("icd_cifar10")["method"]["langevin_steps"] == 40
+    with pytest.raises(EbmlabError, match="neither a file nor a preset"):
+        read_user_config("no_such_preset")
