@@ -212,6 +212,7 @@ def cmd_info() -> None:
     from ebmlab.data import dataset_names
     from ebmlab.data.fetch import cache_root
     from ebmlab.methods import METHODS
+    from ebmlab.tasks.ood import DERIVED
 
     cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
     print(
@@ -227,6 +228,7 @@ def cmd_info() -> None:
     for name, description in dataset_names().items():
         print(f"  {name:<14}{description}")
     print(f"\npresets: {', '.join(preset_names())}")
+    print(f"OOD sets for eval --ood: {', '.join(DERIVED)}, standard, or any dataset above")
     print(f"data cache: {cache_root()}")
 
 

@@ -37,10 +37,13 @@ def test_icd_last_step_and_its_gradient_on_cuda_match_the_cpu():
         grads = torch.autograd.grad(loss_opt, list(method.energy_net.parameters()))
         results.append((x_kl.cpu(), loss_opt.cpu(), [g.cpu() for g in grads]))
     (x_cpu, opt_cpu, grads_cpu), (x_gpu, opt_gpu, grads_gpu) = results
-    assert torch.allclose(x_cpu, x_gpu, atol=1e-5)
-    assert torch.allclose(opt_cpu, opt_gpu, atol=1e-5)
-    for g_cpu, g_gpu in zip(grads_cpu, grads_gpu, strict=True):
-        assert torch.allclose(g_cpu, g_gpu, atol=1e-5)
+    pairs = [("x_kl", x_cpu, x_gpu), ("L_opt", opt_cpu, opt_gpu)]
+    pairs += [
+        (f"grad {k}", a, b) for k, (a, b) in enumerate(zip(grads_cpu, grads_gpu, strict=True))
+    ]
+    for name, on_cpu, on_gpu in pairs:
+        gap = float((on_cpu - on_gpu).abs().max())
+        assert torch.allclose(on_cpu, on_gpu, rtol=1e-4, atol=1e-5), (name, gap)
 
 
 def test_icd_train_step_runs_on_cuda_and_logs_there():

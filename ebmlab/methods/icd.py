@@ -32,13 +32,18 @@ The gradients of L_CD, of the penalty and of L_KL = L_opt + w_ent L_ent are take
 `grad_norm/kl`: the paper's Figure 9, drawn in each run's report. `backprop_steps` > 1
 differentiates L_opt through that many last steps (App. D.2: all K steps, 3x slower).
 
-The energy-magnitude penalty alpha, the gradient-norm clip, the entropy weight 0.3 applied once
-the buffer has received `entropy_after` samples, and Langevin noise 0.001 come from the authors'
-code (methods.md 4.3); each is an option. `use_opt` / `use_ent` switch off the two halves of
-L_KL and `augment` the transitions, for the paper's Table 2 ablation.
+The energy-magnitude penalty alpha, the gradient-norm clip, and the entropy weight 0.3 applied
+once the buffer holds `entropy_after` past samples come from the authors' code (methods.md 4.3);
+each is an option. Defaults are the paper's elsewhere (App. B.2 sampler and augmentation, 0.1%
+re-initialisation); the code's augmentation is `augmentation: {}`. `use_opt` / `use_ent` switch
+off the two halves of L_KL and `augment` the transitions, for the paper's Table 2 ablation
+(benchmarks/icd_ablation.py). The EMA of the weights for evaluation (Sec. 3.1: 0.9999) is the
+Trainer's `train.ema_decay`.
 
 Sampling a trained model (`sample`), Algorithm 2: from uniform noise, N rounds of
 (augment, K Langevin steps); without augmentation (vectors) the rounds are one chain.
+`sample_from(energy, n)` runs the same procedure on any energy, such as a sum of several
+models' energies (Sec. 3.4, `ebmlab.compose`).
 """
 
 from __future__ import annotations
@@ -64,8 +69,10 @@ class Config:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.0, 0.9)
     langevin_steps: int = 40  # K
-    step_size: float = 500.0  # lambda (App. B.2; the authors' README uses 100)
-    noise: float | None = 0.001  # omega's std; None: sqrt(2 lambda), Langevin at temperature 1
+    # lambda and omega's std: App. B.2's 500 and 0.001 on [0, 1] pixels, on our [-1, 1] pixels
+    # (x -> 2x - 1 halves grad_x E and doubles distances); None: sqrt(2 lambda), temperature 1
+    step_size: float = 2000.0
+    noise: float | None = 0.002
     use_opt: bool = True  # L_opt, Eq. 7
     use_ent: bool = True  # L_ent, Eq. 8
     backprop_steps: int = 1  # last Langevin steps L_opt is differentiated through (App. D.2: K)
@@ -79,7 +86,11 @@ class Config:
     init_low: float = -1.0  # U, the uniform initial distribution, per coordinate
     init_high: float = 1.0
     augment: bool = True  # D(.) on buffer samples and between sampling rounds (images only)
-    augmentation: dict[str, Any] = field(default_factory=dict)  # options of data.augment.Augment
+    # D(.), App. B.2: SimCLR colour strength 1, flip, resize 0.02-1; `{}` gives the authors'
+    # code's recipe instead (crop 0.08-1, hue 0.4: data.augment.Augment's defaults)
+    augmentation: dict[str, Any] = field(
+        default_factory=lambda: {"crop_scale": (0.02, 1.0), "jitter": (0.8, 0.8, 0.8, 0.2)}
+    )
     sample_rounds: int = 10  # N of Algorithm 2
     sample_round_steps: int = 20  # K of Algorithm 2 (Sec. 2.3: augment every 20 steps)
 
