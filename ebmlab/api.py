@@ -50,7 +50,8 @@ class Model:
         """The shape of one example in model layout, e.g. (2,) or (1, 28, 28)."""
         return self.method.data_shape
 
-    def _to_model(self, x: Tensor | np.ndarray) -> Tensor:
+    def to_model_units(self, x: Tensor | np.ndarray) -> Tensor:
+        """User-unit inputs in any usual layout -> model units (N, *shape) on the model's device."""
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
         x = x.to(self.method.device, torch.float32)
         if len(self.shape) == 3 and x.dim() == 3 and self.shape[0] == 1:
@@ -65,7 +66,7 @@ class Model:
 
     def energy(self, x: Tensor | np.ndarray, batch_size: int = 4096) -> Tensor:
         """Energy per example (lower = more likely), as a CPU tensor of shape (N,)."""
-        x = self._to_model(x)
+        x = self.to_model_units(x)
         with torch.no_grad():
             parts = [self.method.energy(chunk) for chunk in x.split(batch_size)]
         return torch.cat(parts).cpu()
@@ -256,7 +257,7 @@ def evaluate_run(
     dataset: Dataset | None = None,
     *,
     fid: bool = False,
-    ood: list[str] | None = None,
+    ood: list[str] | dict[str, Tensor | np.ndarray] | None = None,
     n_samples: int | None = None,
 ) -> dict[str, float]:
     """The metrics that fit the data (see `ebmlab.metrics.evaluate`), saved to eval.json, and
@@ -268,7 +269,8 @@ def evaluate_run(
         fid: Also the Inception FID (images).
         ood: OOD set names for `auroc/<name>` (see `ebmlab.tasks.ood`): derived sets such as
             "noise", "flipped", "textures", "off-data", dataset names, paths, or "standard"
-            for every set that suits the data. The report then shows their energies.
+            for every set that suits the data; or a dict of name -> your own OOD examples, in
+            your units. The report then shows their energies.
         n_samples: Model samples for the sample-based metrics.
     """
     from ebmlab.metrics import evaluate as evaluate_metrics
@@ -277,12 +279,15 @@ def evaluate_run(
 
     if dataset is None:
         dataset = dataset_of(run)
-    names = [
-        m
-        for name in ood or []
-        for m in (standard_ood_sets(dataset) if name == "standard" else [name])
-    ]
-    ood_sets = {name: ood_set(name, dataset, seed=run.config.train.seed) for name in names}
+    if isinstance(ood, dict):
+        ood_sets = {name: run.model.to_model_units(points).cpu() for name, points in ood.items()}
+    else:
+        names = [
+            n
+            for name in ood or []
+            for n in (standard_ood_sets(dataset) if name == "standard" else [name])
+        ]
+        ood_sets = {name: ood_set(name, dataset, seed=run.config.train.seed) for name in names}
     n = n_samples or run.config.train.eval_samples
     metrics = evaluate_metrics(
         run.method, dataset, n_samples=n, fid=fid, ood=ood_sets or None, seed=run.config.train.seed

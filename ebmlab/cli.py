@@ -160,7 +160,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         np.save(out, samples.numpy())
     elif out.suffix == ".png":
         dataset = ebmlab.api.dataset_of(run)
-        save_samples_figure(run.model.scaler.to_model(samples).cpu(), dataset, out)
+        save_samples_figure(run.model.to_model_units(samples).cpu(), dataset, out)
     else:
         raise EbmlabError(f"--out must end in .png or .npy, got {out.name}")
     print(f"{args.n} samples written to {out}")

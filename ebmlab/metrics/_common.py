@@ -72,7 +72,7 @@ def seeded(seed: int, device: torch.device | None = None) -> Iterator[None]:
     `device` is on one.
     """
     accelerated = [device] if device is not None and device.type != "cpu" else []
-    device_type = device.type if accelerated else None
+    device_type = device.type if accelerated else "cpu"  # torch 2.11 refuses None here
     with torch.random.fork_rng(devices=accelerated, device_type=device_type):
         torch.manual_seed(seed)
         yield

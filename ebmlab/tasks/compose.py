@@ -66,7 +66,7 @@ class Composition:
 
     def energy(self, x: Tensor, batch_size: int = 4096) -> Tensor:
         """The composed energy of inputs in user units, as a CPU tensor (N,)."""
-        x = self.base._to_model(x)
+        x = self.base.to_model_units(x)
         with torch.no_grad():
             parts = [self.model_energy(chunk) for chunk in x.split(batch_size)]
         return torch.cat(parts).cpu()
