@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ebmlab.data import Dataset, dataset_names, load_dataset
+from ebmlab.data import Dataset, load_dataset
 from ebmlab.data.fetch import cached_path
 from ebmlab.errors import EbmlabError
 
@@ -69,11 +69,6 @@ def standard_ood_sets(reference: Dataset) -> list[str]:
     if reference.kind == "image" and reference.shape == (1, 28, 28):
         names += [n for n in GREY28 if n != reference.name and cached_path(n).is_file()]
     return names
-
-
-def known_ood_names() -> list[str]:
-    """Every name `ood_set` understands without a path."""
-    return [*DERIVED, *dataset_names()]
 
 
 def _noise(reference: Dataset, n: int, generator: torch.Generator) -> Tensor:
