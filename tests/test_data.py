@@ -15,7 +15,8 @@ from ebmlab.data import dataset_names, fetch, load_dataset, toy2d
 from ebmlab.data.fetch import parse_idx
 from ebmlab.errors import EbmlabError
 
-EXACT = ("8gaussians", "25gaussians", "checkerboard", "rings", "moons", "swissroll")
+EXACT = ("8gaussians", "25gaussians", "checkerboard", "rings", "thinrings", "moons", "swissroll")
+RING_STD = {"rings": 0.1, "thinrings": 0.03}
 EIGHT_STD = 0.5 / 1.414
 
 
@@ -81,12 +82,13 @@ def test_mixture_log_density_matches_scipy(name, std):
     assert np.allclose(log_density(x).numpy(), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_rings_log_density_is_the_radial_mixture_over_the_circumference():
+@pytest.mark.parametrize("name", sorted(RING_STD))
+def test_rings_log_density_is_the_radial_mixture_over_the_circumference(name):
     x = torch.randn(200, 2, dtype=torch.float64) * 2
     r = x.norm(dim=1).numpy()
-    p_r = np.mean([norm.pdf(r, radius, 0.1) for radius in (1, 2, 3)], axis=0)
-    log_density, _ = toy2d.log_density("rings")
-    expected = np.log(p_r / (2 * math.pi * r))
+    log_pr = logsumexp([norm.logpdf(r, radius, RING_STD[name]) for radius in (1, 2, 3)], axis=0)
+    log_density, _ = toy2d.log_density(name)
+    expected = log_pr - math.log(3) - np.log(2 * math.pi * r)
     finite = np.isfinite(expected)
     assert finite.sum() > 100
     assert np.allclose(log_density(x).numpy()[finite], expected[finite], rtol=1e-9)
@@ -160,8 +162,8 @@ def expected_moments(name):
         return centres.mean(0), np.cov(centres.T, bias=True) + std**2 * np.eye(2)
     if name == "checkerboard":  # marginals uniform on [-4, 4]; square centres give E[x1 x2] = 1
         return np.zeros(2), np.array([[16 / 3, 1.0], [1.0, 16 / 3]])
-    if name == "rings":  # isotropic: E|x|^2 = mean of r^2 + noise variance, split over 2 axes
-        return np.zeros(2), (np.mean([1, 4, 9]) + 0.01) / 2 * np.eye(2)
+    if name in RING_STD:  # isotropic: E|x|^2 = mean of r^2 + noise variance, split over 2 axes
+        return np.zeros(2), (np.mean([1, 4, 9]) + RING_STD[name] ** 2) / 2 * np.eye(2)
     if name == "pinwheel":  # 5-fold symmetric, so isotropic; |x|^2 = 4 (a^2 + b^2)
         return np.zeros(2), 2 * (1 + 0.3**2 + 0.1**2) * np.eye(2)
     if name == "moons":  # the lower moon is the upper one mirrored through 0
@@ -192,8 +194,9 @@ def test_sample_moments_match_the_closed_form(name):
     assert np.allclose(np.cov(x.T), cov, rtol=0.005, atol=0.004 * scale**2)
 
 
-def test_rings_radii_are_equally_likely():
-    r = draw("rings", 300_000).norm(dim=1)
+@pytest.mark.parametrize("name", sorted(RING_STD))
+def test_rings_radii_are_equally_likely(name):
+    r = draw(name, 300_000).norm(dim=1)
     shares = torch.stack([((r - radius).abs() < 0.5).double().mean() for radius in (1, 2, 3)])
     assert torch.allclose(shares, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.005)
 

@@ -11,6 +11,7 @@ them, the table says so. N(m, s) is an isotropic Gaussian with standard deviatio
 | checkerboard | [-4, 4]^2     | uniform on the 8 side-2 squares of [-4, 4]^2, even index sum   |
 | rings        | [-4, 4]^2     | radius N(r, 0.1), r in {1, 2, 3}; angle uniform (FFJORD's      |
 |              |               | uniform-noise rings have no smooth density)                    |
+| thinrings    | [-4, 4]^2     | the same with radius N(r, 0.03): near a 1D curve, GEBM's case  |
 | 2spirals     | [-4.5, 4.5]^2 | t = 3 pi sqrt(u); arms +-((-t cos t, t sin t) + U[0, 0.5]^2)   |
 |              |               | / 3, plus N(0, 0.1)                                            |
 | pinwheel     | [-4.5, 4.5]^2 | 5 arms, radial std 0.3, tangential std 0.1, rate 0.25, times 2 |
@@ -20,8 +21,8 @@ them, the table says so. N(m, s) is an isotropic Gaussian with standard deviatio
 |              |               | position is uniform instead of evenly spaced, so draws are iid |
 
 Each box holds all but < 1e-4 of the mass (tests/test_data.py measures it with 10^6 draws).
-Six densities have exact log-densities: the Gaussian mixtures by logsumexp; the checkerboard as
-log(1/32) on its squares and -inf elsewhere; the rings as p_r(|x|) / (2 pi |x|), where p_r is
+Seven densities have exact log-densities: the Gaussian mixtures by logsumexp; the checkerboard as
+log(1/32) on its squares and -inf elsewhere; both rings as p_r(|x|) / (2 pi |x|), where p_r is
 the radial mixture (its mass below r = 0, 10 std away, is ignored); moons and swissroll as a
 curve blurred by a Gaussian, whose integral over the curve parameter is a Gauss-Legendre sum
 accurate to 1e-9 in log p. 2spirals (uniform jitter) and pinwheel (a warped Gaussian without a
@@ -162,23 +163,28 @@ def _checkerboard_log_density(x: Tensor) -> Tensor:
 
 RING_RADII = (1.0, 2.0, 3.0)
 RING_STD = 0.1
+THIN_RING_STD = 0.03
 
 
-def _rings_draw(n: int, g: torch.Generator) -> Tensor:
-    radius = torch.tensor(RING_RADII)[torch.randint(len(RING_RADII), (n,), generator=g)]
-    radius = radius + RING_STD * torch.randn(n, generator=g)
-    angle = torch.rand(n, generator=g) * 2 * math.pi
-    return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+def _rings(std: float) -> tuple[Sampler, LogDensity]:
+    """Draw and exact log-density of three concentric rings with radial noise `std`."""
 
+    def draw(n: int, g: torch.Generator) -> Tensor:
+        radius = torch.tensor(RING_RADII)[torch.randint(len(RING_RADII), (n,), generator=g)]
+        radius = radius + std * torch.randn(n, generator=g)
+        angle = torch.rand(n, generator=g) * 2 * math.pi
+        return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
 
-def _rings_log_density(x: Tensor) -> Tensor:
-    """Angle uniform, radius a Gaussian mixture: p(x) = p_r(|x|) / (2 pi |x|). The radial
-    Gaussians' mass below r = 0 (10 std away) is negligible and ignored."""
-    r = x.norm(dim=1).clamp_min(1e-12)
-    radii = torch.tensor(RING_RADII).to(x)
-    log_pr = torch.logsumexp(-(r.unsqueeze(1) - radii).pow(2) / (2 * RING_STD**2), dim=1)
-    log_pr = log_pr - 0.5 * math.log(2 * math.pi * RING_STD**2) - math.log(len(RING_RADII))
-    return log_pr - torch.log(2 * math.pi * r)
+    def log_density(x: Tensor) -> Tensor:
+        """Angle uniform, radius a Gaussian mixture: p(x) = p_r(|x|) / (2 pi |x|). The radial
+        Gaussians' mass below r = 0 (at least 10 std away) is negligible and ignored."""
+        r = x.norm(dim=1).clamp_min(1e-12)
+        radii = torch.tensor(RING_RADII).to(x)
+        log_pr = torch.logsumexp(-(r.unsqueeze(1) - radii).pow(2) / (2 * std**2), dim=1)
+        log_pr = log_pr - 0.5 * math.log(2 * math.pi * std**2) - math.log(len(RING_RADII))
+        return log_pr - torch.log(2 * math.pi * r)
+
+    return draw, log_density
 
 
 def _spirals_draw(n: int, g: torch.Generator) -> Tensor:
@@ -235,6 +241,11 @@ def _swissroll_draw(n: int, g: torch.Generator) -> Tensor:
     return _roll(t) + ROLL_STD * _randn(n, g)
 
 
+def _ring_toy(description: str, std: float) -> Toy2D:
+    draw, log_density = _rings(std)
+    return Toy2D(description, draw, (-4.0, 4.0), log_density)
+
+
 def _mixture(
     description: str,
     centres: Tensor,
@@ -270,8 +281,10 @@ TOY2D: dict[str, Toy2D] = {
         (-4.0, 4.0),
         _checkerboard_log_density,
     ),
-    "rings": Toy2D(
-        "3 concentric rings (exact density)", _rings_draw, (-4.0, 4.0), _rings_log_density
+    "rings": _ring_toy("3 concentric rings (exact density)", RING_STD),
+    "thinrings": _ring_toy(
+        "3 concentric rings of radial std 0.03: a 1D support blurred a little (exact density)",
+        THIN_RING_STD,
     ),
     "2spirals": Toy2D("two interleaved spirals (reference density)", _spirals_draw, (-4.5, 4.5)),
     "pinwheel": Toy2D("5-armed pinwheel (reference density)", _pinwheel_draw, (-4.5, 4.5)),
