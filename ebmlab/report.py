@@ -32,6 +32,8 @@ METRIC_NOTES = {
     "fid_inception": "FID with the standard Inception-v3 network",
     "energy_test": "mean energy of test data",
     "energy_samples": "mean energy of model samples",
+    "intrinsic_dim_test": "Levina-Bickel intrinsic dimension of test data",
+    "intrinsic_dim_samples": "the same for model samples",
 }
 
 

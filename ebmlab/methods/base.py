@@ -26,6 +26,9 @@ class Method(nn.Module, ABC):
     Config: ClassVar[type]
     #: names of sub-modules whose weights the Trainer averages (EMA) for evaluation
     ema_modules: ClassVar[tuple[str, ...]] = ()
+    #: whether exp(-energy) is the model's density on data space (grid metrics need it); a
+    #: GEBM's energy only re-weights its generator's distribution
+    energy_is_density: ClassVar[bool] = True
 
     def __init__(self, cfg: Any, data_shape: tuple[int, ...]):
         super().__init__()

@@ -6,6 +6,7 @@
   and FID proper with the standard Inception network.
 - ood.py: AUROC of -E(x) per OOD set.
 - image.py: RMSE, PSNR and SSIM for reconstruction and inpainting.
+- dimension.py: the Levina-Bickel intrinsic dimension of a point set.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ebmlab.metrics.fd import (
     random_features,
     train_feature_net,
 )
+from ebmlab.metrics.dimension import intrinsic_dimension
 from ebmlab.metrics.image import image_scores, psnr, rmse, ssim
 from ebmlab.metrics.mmd import mmd2
 from ebmlab.metrics.ood import auroc, ood_table
@@ -47,6 +49,7 @@ __all__ = [
     "grid_density_metrics",
     "image_scores",
     "inception_features",
+    "intrinsic_dimension",
     "kid",
     "mmd2",
     "ood_table",
@@ -79,8 +82,11 @@ def evaluate(
 
     Keys, by dataset kind:
 
-    - always: `energy_test`, `energy_samples`: mean energy of the test split and of the samples.
-    - toy2d (when `dataset.bounds` is set): `log_z`; and with `dataset.log_density` also `kl`
+    - always: `energy_test`, `energy_samples`: mean energy of the test split and of the samples;
+      `intrinsic_dim_test`, `intrinsic_dim_samples`: the Levina-Bickel dimension of the same
+      test subset and of the samples (see `intrinsic_dimension`).
+    - toy2d (when `dataset.bounds` is set and exp(-E) is the model's density, i.e. unless the
+      model sets `energy_is_density = False` as GEBM does): `log_z`; and with `dataset.log_density` also `kl`
       (KL(p_data || p_model), nats), `nll` (E_p[-log q], nats), `data_entropy` (nats) and
       `kl_exact_density` (1.0 if the data log-density is exact, 0.0 if an estimate such as a
       histogram); see `grid_density_metrics`. Also `mmd2`: unbiased squared MMD of samples vs
@@ -123,8 +129,10 @@ def evaluate(
     results = {
         "energy_test": float(batched_energy(model.energy, dataset.test).mean()),
         "energy_samples": float(batched_energy(model.energy, samples).mean()),
+        "intrinsic_dim_test": intrinsic_dimension(test, seed=seed),
+        "intrinsic_dim_samples": intrinsic_dimension(samples, seed=seed),
     }
-    if dataset.kind == "toy2d":
+    if dataset.kind == "toy2d" and getattr(model, "energy_is_density", True):
         results.update(_toy2d_metrics(model, dataset))
     if dataset.kind in ("toy2d", "tabular"):
         results["mmd2"] = mmd2(samples, test)
