@@ -150,6 +150,28 @@ def save_composition_figure(
     plt.close(fig)
 
 
+def save_latent_chains_figure(paths: dict[str, Tensor], data: Tensor, path: Path) -> None:
+    """Chains of latent samplers mapped to 2D data space, one panel per sampler, over the data.
+
+    `paths` maps a sampler's name to its chains' points, (steps + 1, chains, 2); each chain is
+    one coloured line from its start (circle) to its end (cross)."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(4.5 * len(paths), 4.5), squeeze=False)
+    points = data.detach().cpu().numpy()
+    colours = plt.get_cmap("tab10")
+    for ax, (name, chain_points) in zip(axes[0], paths.items(), strict=True):
+        ax.scatter(points[:, 0], points[:, 1], s=1, color="0.8")
+        for k in range(chain_points.shape[1]):
+            xy = chain_points[:, k].numpy()
+            ax.plot(xy[:, 0], xy[:, 1], lw=0.7, color=colours(k % 10), alpha=0.8)
+            ax.plot(*xy[0], "o", color=colours(k % 10), ms=4)
+            ax.plot(*xy[-1], "x", color=colours(k % 10), ms=6)
+        ax.set_aspect("equal")
+        ax.set_title(f"{name}: {chain_points.shape[0] - 1} steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def save_loss_figure(history: list[dict[str, float]], path: Path) -> None:
     skip = {"step", "it_per_s", "wall_s"}
     keys = [k for k in history[0] if k not in skip and not _is_grad_norm(k)]

@@ -28,6 +28,13 @@ TINY = {
         "sample_round_steps": 3,
         "entropy_after": 0,
     },
+    "gebm": {
+        "z_dim": 2,
+        "generator": {"kind": "mlp", "hidden": 32, "depth": 2},
+        "energy_steps": 2,
+        "warmup_energy_steps": 1,
+        "latent_steps": 10,
+    },
 }
 
 

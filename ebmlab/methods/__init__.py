@@ -6,6 +6,7 @@ from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method
 from ebmlab.methods.cd import CD
 from ebmlab.methods.dsm import DSM
+from ebmlab.methods.gebm import GEBM
 from ebmlab.methods.icd import ICD
 from ebmlab.methods.shortrun import ShortRun
 
@@ -14,6 +15,7 @@ METHODS: dict[str, type[Method]] = {
     "shortrun": ShortRun,
     "dsm": DSM,
     "icd": ICD,
+    "gebm": GEBM,
 }
 
 

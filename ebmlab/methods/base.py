@@ -11,7 +11,7 @@ run on any energy in model units, which `ebmlab.compose` uses to sample a sum of
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -49,7 +49,11 @@ class Method(nn.Module, ABC):
         """n samples in model units, by the paper's own sampling procedure."""
 
     def update(
-        self, name: str, loss: Tensor | Mapping[str, Tensor], clip: float | None = None
+        self,
+        name: str,
+        loss: Tensor | Mapping[str, Tensor],
+        clip: float | None = None,
+        before_step: Callable[[], None] | None = None,
     ) -> dict[str, Tensor]:
         """Backward and step optimiser `name`: the seam for AMP and multi-process sync.
 
@@ -60,6 +64,8 @@ class Method(nn.Module, ABC):
                 backward pass over each part's graph, as one backward over the sum would where
                 the parts' graphs are disjoint.
             clip: Clip the summed gradient to this L2 norm over the optimiser's parameters.
+            before_step: Called after backward (and clipping), before the optimiser's step: where
+                a method transforms its gradients in place (GEBM's soft clipping).
 
         Returns:
             For parts: `grad_norm/<part>` (each part's gradient norm) and `grad_norm` (the
@@ -75,6 +81,8 @@ class Method(nn.Module, ABC):
             loss.backward()
         if clip is not None:
             nn.utils.clip_grad_norm_(params, clip)
+        if before_step is not None:
+            before_step()
         optimizer.step()
         return norms
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ebmlab.errors import EbmlabError
 from ebmlab.metrics._common import batched_energy, model_device, seeded
+from ebmlab.metrics.dimension import intrinsic_dimension
 from ebmlab.metrics.fd import (
     FeatureExtractor,
     FeatureNet,
@@ -31,7 +32,6 @@ from ebmlab.metrics.fd import (
     random_features,
     train_feature_net,
 )
-from ebmlab.metrics.dimension import intrinsic_dimension
 from ebmlab.metrics.image import image_scores, psnr, rmse, ssim
 from ebmlab.metrics.mmd import mmd2
 from ebmlab.metrics.ood import auroc, ood_table
@@ -86,8 +86,9 @@ def evaluate(
       `intrinsic_dim_test`, `intrinsic_dim_samples`: the Levina-Bickel dimension of the same
       test subset and of the samples (see `intrinsic_dimension`).
     - toy2d (when `dataset.bounds` is set and exp(-E) is the model's density, i.e. unless the
-      model sets `energy_is_density = False` as GEBM does): `log_z`; and with `dataset.log_density` also `kl`
-      (KL(p_data || p_model), nats), `nll` (E_p[-log q], nats), `data_entropy` (nats) and
+      model sets `energy_is_density = False` as GEBM does): `log_z`; and with
+      `dataset.log_density` also `kl` (KL(p_data || p_model), nats), `nll` (E_p[-log q],
+      nats), `data_entropy` (nats) and
       `kl_exact_density` (1.0 if the data log-density is exact, 0.0 if an estimate such as a
       histogram); see `grid_density_metrics`. Also `mmd2`: unbiased squared MMD of samples vs
       test points.

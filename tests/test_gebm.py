@@ -1,0 +1,287 @@
+"""GEBM: the KALE bound, the learned log-partition, the envelope gradient, the latent samplers."""
+
+import pytest
+import torch
+from torch import nn
+
+from ebmlab.errors import EbmlabError
+from tests.helpers import tiny_method
+
+
+class QuadraticEnergy(nn.Module):
+    """E(x) = |x - m|^2 / (2 s^2), fixed (no parameters)."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.std = std
+
+    def forward(self, x):
+        return (x - self.mean).pow(2).sum(1) / (2 * self.std**2)
+
+
+class LinearEnergy(nn.Module):
+    """E(x) = a . x, fixed."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.register_buffer("a", torch.tensor(a))
+
+    def forward(self, x):
+        return x @ self.a
+
+
+def linear_generator(weight, bias):
+    g = nn.Linear(len(weight[0]), len(weight))
+    with torch.no_grad():
+        g.weight.copy_(torch.tensor(weight))
+        g.bias.copy_(torch.tensor(bias))
+    return g
+
+
+def with_fixed_parts(method, energy=None, generator=None, lr=1.0):
+    """Swap in known nets; plain SGD (no momentum) so a step moves parameters by -lr * grad."""
+    if energy is not None:
+        method.energy_net = energy
+    if generator is not None:
+        method.generator = generator
+    energy_params = [*method.energy_net.parameters(), method.log_partition]
+    method.optimizers["energy"] = torch.optim.SGD(energy_params, lr=lr)
+    method.optimizers["generator"] = torch.optim.SGD(method.generator.parameters(), lr=lr)
+    return method
+
+
+def gebm(**extra):
+    return tiny_method("gebm", **extra)
+
+
+# ---------------------------------------------------------------- the bound
+
+
+def test_kale_at_the_optimal_energy_is_the_kl_of_two_gaussians():
+    """P = N(mu, I), B = N(0, I): E* = -log dP/dB = -(mu.x - |mu|^2/2), c* = log Z = 0 and
+    F(E* + c*) = KL(P || B) = |mu|^2 / 2; any other c gives less."""
+    method, mu = gebm(), torch.tensor([0.8, -0.6])
+    torch.manual_seed(0)
+    x_data, x_base = torch.randn(400_000, 2) + mu, torch.randn(400_000, 2)
+
+    def e_star(x):
+        return -(x @ mu - mu.pow(2).sum() / 2)
+
+    kale = method.bound(e_star(x_data), e_star(x_base), torch.tensor(0.0))
+    assert float(kale) == pytest.approx(float(mu.pow(2).sum() / 2), abs=0.01)  # = 0.5
+    for c in (-0.5, 0.3):
+        assert float(method.bound(e_star(x_data), e_star(x_base), torch.tensor(c))) < kale - 0.03
+
+
+def test_energy_step_logs_the_bound_on_its_batch():
+    method = gebm()
+    x = torch.randn(64, 2)
+    torch.manual_seed(4)
+    z = torch.randn(64, 2)  # the energy step's first draw is its batch of z
+    with torch.no_grad():
+        expected = method.bound(method.energy(x), method.energy(method.decode(z)), 0.0)
+    torch.manual_seed(4)
+    logs = method.train_step(x, 0)  # the first call is an energy step
+    assert float(logs["base_step"]) == 0
+    assert float(logs["kale"]) == pytest.approx(float(expected), abs=1e-6)
+    assert method.log_partition.item() != 0.0  # c was trained with the energy
+
+
+@pytest.mark.parametrize("newton", [True, False])
+def test_log_partition_converges_to_log_z_for_a_fixed_energy(newton):
+    """E(x) = a.x on the base N(0, I) (identity generator): log Z = log E[exp(-a.x)] = |a|^2/2."""
+    a = [0.6, -0.9]
+    method = gebm(newton_log_partition=newton, warmup_energy_steps=10_000)
+    with_fixed_parts(
+        method, LinearEnergy(a), linear_generator([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0]), lr=0.05
+    )
+    torch.manual_seed(0)
+    x = torch.randn(512, 2)
+    for step in range(600 if newton else 1500):
+        logs = method.train_step(x, step)
+    log_z = sum(v**2 for v in a) / 2  # 0.585
+    assert method.log_partition.item() == pytest.approx(log_z, abs=0.05)
+    assert float(logs["log_z_naive"]) == pytest.approx(log_z, abs=0.3)  # one batch: noisy
+
+
+def test_log_partition_initialisation_is_the_batch_estimate():
+    a = [1.0, 0.5]
+    method = gebm(init_log_partition_batches=200)
+    with_fixed_parts(method, LinearEnergy(a), linear_generator([[1.0, 0], [0, 1.0]], [0, 0]), 0.0)
+    torch.manual_seed(1)
+    method.train_step(torch.randn(256, 2), 0)
+    assert method.log_partition.item() == pytest.approx(sum(v**2 for v in a) / 2, abs=0.05)
+
+
+# ---------------------------------------------------------------- the two steps' gradients
+
+
+def run_to_base_step(method, x):
+    """Energy steps until the next call is a base step."""
+    step = 0
+    while method.energy_steps_since_base < method._energy_steps_due():
+        method.train_step(x, step)
+        step += 1
+
+
+@pytest.mark.parametrize("base_loss", ["kale", "snis"])
+def test_base_step_follows_the_envelope_gradient(base_loss):
+    """Linear G(z) = W z + b, fixed E: dKALE/dW = mean_i w_i grad E(x_i) z_i^T with
+    w_i = exp(-(E(x_i) + c)) (paper), or w_i = softmax_i(-E(x_i)) * b (the code's SNIS form)."""
+    method = gebm(base_loss=base_loss)
+    energy = QuadraticEnergy([1.0, -0.5], 0.8)
+    with_fixed_parts(method, energy, linear_generator([[0.9, 0.2], [-0.1, 1.1]], [0.1, 0.0]), 0.1)
+    x = torch.randn(64, 2)
+    run_to_base_step(method, x)
+    w_before = method.generator.weight.detach().clone()
+    b_before = method.generator.bias.detach().clone()
+    c = method.log_partition.detach().clone()
+    torch.manual_seed(7)
+    z = torch.randn(64, 2)
+    torch.manual_seed(7)
+    logs = method.train_step(x, 0)
+    assert float(logs["base_step"]) == 1
+    x_gen = z @ w_before.T + b_before
+    e = energy(x_gen)
+    grad_e = (x_gen - energy.mean) / energy.std**2
+    weights = torch.exp(-(e + c)) if base_loss == "kale" else torch.softmax(-e, 0) * len(e)
+    expected = (weights[:, None, None] * grad_e[:, :, None] * z[:, None, :]).mean(0)
+    moved = (w_before - method.generator.weight.detach()) / 0.1  # SGD: -lr * grad
+    assert torch.allclose(moved, expected, atol=1e-5)
+
+
+def test_each_step_gives_gradients_only_to_its_own_parameters():
+    method = gebm(gradient_penalty=1.0)
+    x = torch.randn(32, 2)
+    method.train_step(x, 0)  # energy step
+    assert all(p.grad is None for p in method.generator.parameters())
+    assert method.log_partition.grad is not None
+    run_to_base_step(method, x)
+    for p in [*method.energy_net.parameters(), method.log_partition]:
+        p.grad = None
+    method.train_step(x, 1)  # base step
+    assert all(p.grad is None for p in method.energy_net.parameters())
+    assert method.log_partition.grad is None
+    assert all(p.grad is not None for p in method.generator.parameters())
+    assert all(p.requires_grad for p in method.parameters())
+
+
+def test_energy_step_keeps_batch_norm_statistics_of_the_generator():
+    method = gebm(generator={"kind": "mlp", "hidden": 16, "depth": 2, "batch_norm": True})
+    before = {k: v.clone() for k, v in method.generator.state_dict().items()}
+    method.train_step(torch.randn(32, 2), 0)  # energy step: G in eval mode, no grad
+    method.sample(8)
+    for key, value in method.generator.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert method.generator.training
+
+
+def test_soft_gradient_clipping_and_newton_step_of_c():
+    """With SGD(lr=1): energy params move by -2g/(1+g^2); c by -(1/m - 1), m = mean
+    exp(-(E(G(z)) + c))."""
+    plain = gebm()
+    guarded = gebm(soft_grad_clip=True, newton_log_partition=True)
+    guarded.load_state_dict(plain.state_dict())
+    for method in (plain, guarded):
+        with_fixed_parts(method, lr=1.0)
+    x = torch.randn(32, 2)
+    p0 = [p.detach().clone() for p in plain.energy_net.parameters()]
+    torch.manual_seed(3)
+    z = torch.randn(32, 2)
+    with torch.no_grad():
+        m = torch.exp(-(plain.energy(plain.decode(z)) + plain.log_partition)).mean()
+    for method in (plain, guarded):
+        torch.manual_seed(3)
+        method.train_step(x, 0)
+    for before, p_plain, p_guard in zip(
+        p0, plain.energy_net.parameters(), guarded.energy_net.parameters(), strict=True
+    ):
+        g = before - p_plain.detach()
+        assert torch.allclose(before - p_guard.detach(), 2 * g / (1 + g**2), atol=1e-6)
+    assert plain.log_partition.item() == pytest.approx(-(1 - float(m)), abs=1e-5)
+    assert guarded.log_partition.item() == pytest.approx(-(1 / float(m) - 1), abs=1e-4)
+
+
+def test_energy_floor_bounds_the_energy_below():
+    method = gebm(energy_floor=-2.0)
+    with_fixed_parts(method, LinearEnergy([3.0, 0.0]))
+    e = method.energy(torch.tensor([[-5.0, 0.0], [1.0, 0.0]]))
+    assert e.tolist() == [-2.0, 3.0]
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+def test_schedule_alternates_energy_and_base_steps_with_warm_ups():
+    """3 energy steps before base steps 1, 2 and every 4th; 2 otherwise."""
+    method = gebm(warmup_energy_steps=3, energy_steps=2, warmup_every=4)
+    x = torch.randn(16, 2)
+    kinds = "".join(
+        "B" if float(method.train_step(x, step)["base_step"]) else "E" for step in range(18)
+    )
+    assert kinds == "EEEB" + "EEEB" + "EEB" + "EEEB" + "EEB"
+
+
+def test_schedule_counters_survive_a_state_dict_round_trip():
+    method = gebm(warmup_energy_steps=3, energy_steps=2)
+    x = torch.randn(16, 2)
+    for step in range(5):
+        method.train_step(x, step)
+    clone = gebm(warmup_energy_steps=3, energy_steps=2)
+    clone.load_state_dict(method.state_dict())
+    assert (clone.base_steps, clone.energy_steps_since_base) == (1, 1)
+
+
+# ---------------------------------------------------------------- latent sampling
+
+
+@pytest.mark.parametrize(("sampler", "step"), [("ula", 0.01), ("mala", 0.05), ("hmc", 0.2)])
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_latent_samplers_target_the_posterior_of_a_linear_generator(sampler, step, temperature):
+    """G(z) = A z + b, E(x) = |x - m|^2 / (2 s^2): nu is Gaussian with precision
+    P = I + T A^T A / s^2 and mean P^-1 T A^T (m - b) / s^2."""
+    a, b, m, s = [[1.0, 0.5], [0.0, 0.8]], [0.2, -0.1], [1.0, 1.0], 0.7
+    method = gebm(
+        latent_sampler=sampler,
+        latent_step_size=step,
+        hmc_step_size=step,
+        latent_steps=300,
+        sample_temperature=temperature,
+    )
+    with_fixed_parts(method, QuadraticEnergy(m, s), linear_generator(a, b))
+    A, b_, m_ = torch.tensor(a), torch.tensor(b), torch.tensor(m)
+    precision = torch.eye(2) + temperature * A.T @ A / s**2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ (temperature * A.T @ (m_ - b_) / s**2)
+    torch.manual_seed(0)
+    z, info = method.sample_latent(method.prior(4000))
+    tol = 0.1 if sampler == "ula" else 0.05  # ULA's O(step) bias
+    assert torch.allclose(z.mean(0), mean, atol=0.05)
+    assert torch.allclose(torch.cov(z.T), cov, atol=tol * float(cov.diagonal().max()) + 0.01)
+    if sampler != "ula":
+        assert 0.3 < info["accept_rate"] <= 1.0
+
+
+def test_sample_from_base_is_the_generator_of_prior_draws():
+    method = gebm()
+    torch.manual_seed(2)
+    x = method.sample(16, from_base=True)
+    torch.manual_seed(2)
+    assert torch.equal(x, method.decode(torch.randn(16, 2)))
+
+
+def test_recorded_latent_path_and_step_decay():
+    method = gebm(latent_steps=6, latent_step_size=0.1, step_decay=0.5, step_decay_every=4)
+    assert method._segments("ula", one_step_each=False) == [(4, 0.1), (2, 0.05)]
+    _, info = method.sample_latent(method.prior(5), record=True)
+    assert info["path"].shape == (7, 5, 2)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(EbmlabError, match="latent_sampler"):
+        gebm(latent_sampler="gibbs")
+    with pytest.raises(EbmlabError, match="base_loss"):
+        gebm(base_loss="wgan")
+    with pytest.raises(EbmlabError, match="latent sampler"):
+        gebm().sample(4, sampler="gibbs")
