@@ -61,7 +61,8 @@ def relative_table(run, samplers: list[str], n: int, repeats: int) -> str:
         scores, rates, seconds = [], [], 0.0
         for seed in range(repeats):
             samples, rate, took = draw(method, n, sampler, seed)
-            test = dataset.test[torch.randperm(len(dataset.test))[:n]].to(method.device)
+            order = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed))
+            test = dataset.test[order[:n]].to(method.device)
             scores.append(distance(dataset, samples, test))
             rates.append(rate)
             seconds += took

@@ -85,7 +85,9 @@ def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
 
 
 def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int = 200) -> None:
-    """2D only: data density, model density exp(-E)/Z, and model samples, on one box."""
+    """2D only: data density, model density exp(-E)/Z, and model samples, on one box. For a
+    model whose exp(-E) is no density (GEBM), the middle panel is its re-weighting exp(-E) and
+    a fourth shows samples of its base alone."""
     from ebmlab.metrics.toy2d import density_grid
 
     method, bounds = run.method, dataset.bounds
@@ -95,10 +97,15 @@ def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int 
             lambda x: -method.energy(x.to(method.device)), bounds, resolution
         )
     samples = method.sample(2000).detach().cpu()
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.5))
+    is_density = method.energy_is_density
+    fig, axes = plt.subplots(1, 3 if is_density else 4, figsize=(4.5 * (3 + (not is_density)), 4.5))
     _show_density(axes[0], log_p, bounds, "data density")
-    _show_density(axes[1], neg_e, bounds, "model density exp(-E)/Z")
+    title = "model density exp(-E)/Z" if is_density else "re-weighting exp(-E) of the base"
+    _show_density(axes[1], neg_e, bounds, title)
     _scatter(axes[2], samples, f"samples ({run.config.method}.sample)", bounds)
+    if not is_density:
+        base = method.sample(2000, from_base=True).detach().cpu()
+        _scatter(axes[3], base, "samples of the base alone", bounds)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,5 +1,7 @@
 """GEBM: the KALE bound, the learned log-partition, the envelope gradient, the latent samplers."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -285,3 +287,47 @@ def test_bad_options_are_refused():
         gebm(base_loss="wgan")
     with pytest.raises(EbmlabError, match="latent sampler"):
         gebm().sample(4, sampler="gibbs")
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize(
+    ("data", "preset", "shape"),
+    [("8gaussians", "gebm_toy2d", (2,)), ("digits", "gebm_image", (1, 8, 8))],
+)
+def test_presets_build_and_take_a_step(data, preset, shape):
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.config import find_preset
+    from ebmlab.methods.gebm import GEBM
+
+    kind = "toy2d" if len(shape) == 1 else "image"
+    assert find_preset("gebm", data, kind).stem == preset
+    dataset = SimpleNamespace(name=data, kind=kind)
+    config = resolve_config("gebm", dataset, data, None, {"method": {"latent_steps": 3}})
+    method = GEBM(build_method_config(config), shape)
+    assert method.cfg.gradient_penalty > 0 and method.cfg.energy_floor == -10.0
+    x = torch.rand(16, *shape) * 2 - 1
+    assert torch.isfinite(method.train_step(x, 0)["loss"])
+    assert method.sample(4).shape == (4, *shape)
+
+
+@pytest.mark.slow
+def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
+    import numpy as np
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.data import load_dataset
+    from ebmlab.methods.gebm import GEBM
+    from ebmlab.nets import ResNetEnergy
+
+    path = tmp_path / "cifar10.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+    data = load_dataset(path)
+    overrides = {"method": {"latent_steps": 2, "init_log_partition_batches": 1}}
+    config = resolve_config("gebm", data, str(path), None, overrides)
+    method = GEBM(build_method_config(config), data.shape)
+    assert isinstance(method.energy_net, ResNetEnergy)
+    assert (method.cfg.sample_temperature, config.data.batch_size) == (100.0, 128)
+    assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
+    assert method.sample(2).shape == (2, 3, 32, 32)
