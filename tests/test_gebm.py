@@ -331,3 +331,31 @@ def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
     assert (method.cfg.sample_temperature, config.data.batch_size) == (100.0, 128)
     assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
     assert method.sample(2).shape == (2, 3, 32, 32)
+
+
+def test_fit_energy_from_fixes_the_base_and_trains_the_energy():
+    method = gebm(warmup_energy_steps=1, energy_steps=1, fit_energy_from=3)
+    x = torch.randn(16, 2)
+    kinds = [float(method.train_step(x, step)["base_step"]) for step in range(3)]
+    assert kinds == [0.0, 1.0, 0.0]
+    generator = {k: v.clone() for k, v in method.generator.state_dict().items()}
+    energy = [p.detach().clone() for p in method.energy_net.parameters()]
+    assert all(float(method.train_step(x, step)["base_step"]) == 0 for step in range(3, 9))
+    assert all(torch.equal(v, generator[k]) for k, v in method.generator.state_dict().items())
+    after = method.energy_net.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(energy, after, strict=True))
+
+
+def test_sample_from_a_composed_energy_targets_the_product_reweighting():
+    """Two fixed quadratic energies on an identity base: the latent posterior of their sum is the
+    Gaussian of precision I + 1/s1^2 + 1/s2^2 around the precision-weighted means."""
+    method = gebm(latent_sampler="mala", latent_step_size=0.05, latent_steps=300)
+    identity = linear_generator([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    first, second = QuadraticEnergy([1.0, 0.0], 1.0), QuadraticEnergy([0.0, 2.0], 0.5)
+    with_fixed_parts(method, first, identity)
+    torch.manual_seed(0)
+    x = method.sample_from(lambda v: first(v) + second(v), 4000)
+    precision = 1 + 1 / 1.0**2 + 1 / 0.5**2  # 6
+    mean = torch.tensor([1.0 / 1.0, 2.0 / 0.25]) / precision
+    assert torch.allclose(x.mean(0), mean, atol=0.05)
+    assert torch.allclose(x.var(0), torch.full((2,), 1 / precision), atol=0.02)

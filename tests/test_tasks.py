@@ -109,6 +109,6 @@ def test_composition_refuses_mismatched_models():
     with pytest.raises(EbmlabError, match="shapes differ"):
         Composition([gaussian, image])
     score_matching = Model(tiny_method("dsm"), Scaler.identity(), "toy2d")
-    with pytest.raises(EbmlabError, match="put an icd or cd run first"):
+    with pytest.raises(EbmlabError, match="put an icd, cd or gebm run first"):
         Composition([score_matching, gaussian])
     assert Composition([gaussian, score_matching]).sample(5).shape == (5, 2)

@@ -46,7 +46,7 @@ class Composition:
         if not callable(getattr(models[0].method, "sample_from", None)):
             raise EbmlabError(
                 f"the first run ({type(models[0].method).__name__}) has no sampler to run on a "
-                "composed energy; put an icd or cd run first"
+                "composed energy; put an icd, cd or gebm run first"
             )
         self.models, self.weights = list(models), weights
         self.base = models[0]
