@@ -8,7 +8,9 @@ each latent sampler on nu(z) ∝ N(z; 0, I) exp(-E(G(z))), with the run's own se
 compares each set with the test split: MMD (the square root of the unbiased MMD^2, clipped at 0)
 for 2D and tabular data, the Fréchet distance in ebmlab's classifier features for images. Prints
 one markdown table with the mean over `repeats` seeds, the ratio to the base (the talk's
-"relative FID" < 1) and the samplers' acceptance rates and seconds.
+"relative FID" < 1) and the samplers' acceptance rates and seconds. The row `resampled` is the
+re-weighting without MCMC: importance resampling of 20,000 base draws by exp(-T E), a check of
+the energy itself (if it is worse than the base, the energy is not the density ratio).
 
 With `--chains-figure`, also draws a few latent chains of ULA and HMC mapped to data space over
 the data, and counts how often each chain changes mode (the nearest training point's label),
@@ -52,15 +54,29 @@ def draw(method, n: int, sampler: str | None, seed: int) -> tuple[Tensor, float,
     return torch.cat(parts), rate, time.perf_counter() - start
 
 
+def resampled(method, n: int, seed: int, pool: int = 20_000) -> Tensor:
+    """n draws by importance resampling of `pool` base draws with weights exp(-E): the exact
+    re-weighting the energy defines, without MCMC (a diagnostic of the energy itself)."""
+    with seeded(seed, method.device), torch.no_grad():
+        x = torch.cat([method.decode(method.prior(500)) for _ in range(pool // 500)])
+        weights = torch.softmax(-method.cfg.sample_temperature * method.energy(x), 0)
+        return x[torch.multinomial(weights, n, replacement=True)]
+
+
 def relative_table(run, samplers: list[str], n: int, repeats: int) -> str:
     dataset = dataset_of(run)
     method = run.method
     name = "MMD" if dataset.kind != "image" else "FD (classifier)"
     rows = {}
-    for sampler in [None, *samplers]:
+    for sampler in [None, "resampled", *samplers]:
         scores, rates, seconds = [], [], 0.0
         for seed in range(repeats):
-            samples, rate, took = draw(method, n, sampler, seed)
+            if sampler == "resampled":
+                start = time.perf_counter()
+                samples, rate, took = resampled(method, n, seed), float("nan"), 0.0
+                took = time.perf_counter() - start
+            else:
+                samples, rate, took = draw(method, n, sampler, seed)
             order = torch.randperm(len(dataset.test), generator=torch.Generator().manual_seed(seed))
             test = dataset.test[order[:n]].to(method.device)
             scores.append(distance(dataset, samples, test))
