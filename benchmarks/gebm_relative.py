@@ -1,7 +1,7 @@
 """GEBM's headline (Arbel et al., ICLR 2021): samples of the GEBM beat samples of its base alone.
 
     python benchmarks/gebm_relative.py RUN [--samplers ula mala hmc] [--n N] [--repeats R]
-                                           [--chains-figure PATH]
+                                           [--latent-steps K] [--chains-figure PATH]
 
 For a trained `gebm` run, draws n samples from the base alone (x = G(z), z ~ N(0, I)) and n by
 each latent sampler on nu(z) ∝ N(z; 0, I) exp(-E(G(z))), with the run's own settings, and
@@ -20,6 +20,7 @@ for 2D data with labels such as 8gaussians: the talk's "jumping between modes". 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -129,10 +130,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="seeds averaged over")
     parser.add_argument("--chains-figure", type=Path, help="also draw latent chains (2D data)")
     parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--latent-steps", type=int, help="chain length (default: the run's)")
     args = parser.parse_args()
     run = ebmlab.load(args.run)
     if run.config.method != "gebm":
         parser.error(f"{args.run} is a {run.config.method} run, not gebm")
+    if args.latent_steps:
+        run.method.cfg = dataclasses.replace(run.method.cfg, latent_steps=args.latent_steps)
     print(relative_table(run, args.samplers, args.n, args.repeats))
     if args.chains_figure:
         print()
