@@ -236,7 +236,7 @@ class GEBM(Method):
             e_data=e_data.mean(),
             e_base=e_base.mean(),
             gradient_penalty=penalty,
-            base_step=torch.tensor(float(is_base_step)),
+            base_step=e_data.new_tensor(float(is_base_step)),
         )
 
     def get_extra_state(self) -> Tensor:
