@@ -158,7 +158,7 @@ def test_each_step_gives_gradients_only_to_its_own_parameters():
     x = torch.randn(32, 2)
     method.train_step(x, 0)  # energy step
     assert all(p.grad is None for p in method.generator.parameters())
-    assert method.log_partition.grad is not None
+    assert float(method.log_partition.grad.abs()) > 0  # c is trained with the energy
     run_to_base_step(method, x)
     for p in [*method.energy_net.parameters(), method.log_partition]:
         p.grad = None
