@@ -411,6 +411,14 @@ def test_evaluate_tabular_data():
     assert results["intrinsic_dim_samples"] == pytest.approx(5, rel=0.25)
 
 
+def test_evaluate_leaves_out_the_dimension_of_a_collapsed_sampler():
+    model = GaussianModel([0.0, 0.0])
+    model.sample = lambda n: torch.zeros(n, 2)  # every sample the same point
+    results = evaluate(model, gaussian_toy_dataset(), n_samples=300)
+    assert "intrinsic_dim_samples" not in results
+    assert results["intrinsic_dim_test"] == pytest.approx(2, rel=0.2)
+
+
 def test_evaluate_skips_grid_metrics_when_the_energy_is_not_the_density():
     model = GaussianModel([0.0, 0.0])
     model.energy_is_density = False  # as a GEBM, whose energy re-weights a generator

@@ -84,7 +84,8 @@ def evaluate(
 
     - always: `energy_test`, `energy_samples`: mean energy of the test split and of the samples;
       `intrinsic_dim_test`, `intrinsic_dim_samples`: the Levina-Bickel dimension of the same
-      test subset and of the samples (see `intrinsic_dimension`).
+      test subset and of the samples (see `intrinsic_dimension`), each left out when the set
+      has too few distinct points (e.g. a collapsed sampler).
     - toy2d (when `dataset.bounds` is set and exp(-E) is the model's density, i.e. unless the
       model sets `energy_is_density = False` as GEBM does): `log_z`; and with
       `dataset.log_density` also `kl` (KL(p_data || p_model), nats), `nll` (E_p[-log q],
@@ -130,9 +131,8 @@ def evaluate(
     results = {
         "energy_test": float(batched_energy(model.energy, dataset.test).mean()),
         "energy_samples": float(batched_energy(model.energy, samples).mean()),
-        "intrinsic_dim_test": intrinsic_dimension(test, seed=seed),
-        "intrinsic_dim_samples": intrinsic_dimension(samples, seed=seed),
     }
+    results |= _dimensions({"test": test, "samples": samples}, seed)
     if dataset.kind == "toy2d" and getattr(model, "energy_is_density", True):
         results.update(_toy2d_metrics(model, dataset))
     if dataset.kind in ("toy2d", "tabular"):
@@ -170,6 +170,17 @@ def _draw_samples(model: Any, n: int) -> Tensor:
     sizes = [min(SAMPLE_BATCH, n - start) for start in range(0, n, SAMPLE_BATCH)]
     batches = [model.sample(size).detach() for size in tqdm(sizes, desc="sampling", leave=False)]
     return torch.cat(batches)
+
+
+def _dimensions(sets: Mapping[str, Tensor], seed: int) -> dict[str, float]:
+    """`intrinsic_dim_<name>` for each set with enough distinct points for the estimate."""
+    results = {}
+    for name, points in sets.items():
+        try:
+            results[f"intrinsic_dim_{name}"] = intrinsic_dimension(points, seed=seed)
+        except EbmlabError:
+            continue
+    return results
 
 
 def _subset(points: Tensor, n: int, seed: int) -> Tensor:
