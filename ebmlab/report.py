@@ -34,6 +34,7 @@ METRIC_NOTES = {
     "energy_samples": "mean energy of model samples",
     "intrinsic_dim_test": "Levina-Bickel intrinsic dimension of test data",
     "intrinsic_dim_samples": "the same for model samples",
+    "recon_rmse_test": "RMSE of test examples vs their reconstructions (images: [0, 1] pixels)",
 }
 
 
@@ -79,6 +80,24 @@ def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
         label = "" if dataset.kind == "toy2d" else " (first two standardised columns)"
         _scatter(axes[0], dataset.test[: len(samples)], "data" + label, dataset.bounds)
         _scatter(axes[1], samples, "samples" + label, dataset.bounds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_reconstruction_figure(test: Tensor, rebuilt: Tensor, path: Path) -> None:
+    """Images only: rows of test images, each followed by a row of their reconstructions."""
+    ncol = 8
+    rows = [
+        part
+        for start in range(0, len(test), ncol)
+        for part in (test[start : start + ncol], rebuilt[start : start + ncol])
+    ]
+    fig, ax = plt.subplots(figsize=(6, 0.75 * len(rows) + 0.5))
+    grid = image_grid(torch.cat([r.detach().cpu() for r in rows]), ncol=ncol)
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_title("test images (odd rows) and their reconstructions (even rows)")
+    ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -242,6 +261,12 @@ def save_ood_figure(
     plt.close(fig)
 
 
+def _sampling_lines(method) -> list[str]:
+    """The method's own account of how its samples were drawn, where it gives one."""
+    describe = getattr(method, "sampling_procedure", None)
+    return [f"Samples: {describe()}.", ""] if callable(describe) else []
+
+
 def write_report(
     run: Run,
     dataset: Dataset,
@@ -263,6 +288,10 @@ def write_report(
         n = 64 if dataset.kind == "image" else 2000
         save_samples_figure(run.method.sample(n).detach().cpu(), dataset, run.path / "samples.png")
         figures.append(("Data and samples", "samples.png"))
+    if dataset.kind == "image" and callable(getattr(run.method, "reconstruct", None)):
+        test = dataset.test[:32].to(run.method.device)
+        save_reconstruction_figure(test, run.method.reconstruct(test), run.path / "recon.png")
+        figures.append(("Test images and their reconstructions", "recon.png"))
     if ood_sets:
         save_ood_figure(run.method.energy, dataset.test, ood_sets, run.path / "ood.png")
         figures.append(("Energies of test data and OOD sets", "ood.png"))
@@ -273,6 +302,7 @@ def write_report(
         f"{run.config.train.steps} steps, about {seconds:.0f} s of training "
         f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
         "",
+        *_sampling_lines(run.method),
         "## Metrics",
         "",
         metrics_table(run.metrics),

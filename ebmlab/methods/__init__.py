@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method
+from ebmlab.methods.bidvl import BiDVL
 from ebmlab.methods.cd import CD
 from ebmlab.methods.dsm import DSM
 from ebmlab.methods.gebm import GEBM
@@ -16,6 +17,7 @@ METHODS: dict[str, type[Method]] = {
     "dsm": DSM,
     "icd": ICD,
     "gebm": GEBM,
+    "bidvl": BiDVL,
 }
 
 

@@ -61,9 +61,8 @@ U(z) = |z|^2 / 2 + T E(G(z)), then x = G(z). `sample(n, from_base=True)` returns
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +71,7 @@ from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, detached
-from ebmlab.nets import build_energy, build_generator
+from ebmlab.nets import build_energy, build_generator, eval_mode
 from ebmlab.samplers import HMC, MALA, Energy, Langevin, energy_grad, frozen_params
 
 LATENT_SAMPLERS = ("ula", "mala", "hmc")
@@ -316,17 +315,6 @@ class GEBM(Method):
         if kind == "mala":
             return MALA(steps=steps, step_size=step_size)
         return HMC(steps=steps, step_size=step_size, leapfrog_steps=self.cfg.leapfrog_steps)
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Evaluation mode inside the block (BatchNorm statistics frozen); the flag restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def _check(cfg: Config) -> None:

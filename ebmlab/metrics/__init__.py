@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -55,6 +56,7 @@ __all__ = [
     "ood_table",
     "psnr",
     "random_features",
+    "reconstruction_rmse",
     "rmse",
     "ssim",
     "train_feature_net",
@@ -104,6 +106,10 @@ def evaluate(
     - image with `fid=True`: `fid_inception` and `fid_inception_floor` (standard Inception FID;
       about 9 images per second on two CPU cores, so use small n or an accelerator).
     - with `ood`: `auroc/<name>` per OOD set (score -E; test split = in-distribution).
+    - for models with `reconstruct(x)` (an encoder and a generator, e.g. BiDVL):
+      `recon_rmse_test`, the RMSE between each test example and its reconstruction, averaged
+      over the whole test split; per image in [0, 1] pixel units (see `rmse`) for images, per
+      example over the model-unit coordinates (standardised columns) otherwise.
 
     Args:
         model: Object with `energy(x) -> (B,)` and `sample(n) -> (n, *shape)` in model units;
@@ -142,10 +148,32 @@ def evaluate(
         results.update(_feature_metrics(dataset, samples, train, test, device, seed))
         if fid:
             results.update(_inception_metrics(samples, train, test))
+    if callable(getattr(model, "reconstruct", None)):
+        results["recon_rmse_test"] = reconstruction_rmse(model, dataset.test, dataset.kind)
     if ood:
         table = ood_table(model.energy, dataset.test, ood)
         results.update({f"auroc/{name}": value for name, value in table.items()})
     return results
+
+
+def reconstruction_rmse(model: Any, x: Tensor, kind: str, batch_size: int = 500) -> float:
+    """Mean over examples of the RMSE of `model.reconstruct(x)` against x (model units in, and
+    for images the error in [0, 1] pixel units, as `rmse`)."""
+    device = model_device(model) or x.device
+    errors = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start : start + batch_size].to(device)
+        rebuilt = model.reconstruct(batch).detach()
+        if kind == "image":
+            errors.append(rmse(_unit_range(rebuilt), _unit_range(batch)))
+        else:
+            errors.append((rebuilt - batch).flatten(1).pow(2).mean(1).sqrt().cpu().numpy())
+    return float(np.concatenate(errors).mean())
+
+
+def _unit_range(images: Tensor) -> Tensor:
+    """Model-unit images in [-1, 1] -> [0, 1], clipped (a generator may overshoot slightly)."""
+    return ((images.float() + 1) / 2).clamp(0, 1).cpu()
 
 
 def _check_request(model: Any, dataset: Any, n_samples: int | None, fid: bool) -> int:

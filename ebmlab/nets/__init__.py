@@ -10,7 +10,7 @@ from ebmlab.nets.energy import (
     build_energy,
 )
 from ebmlab.nets.generator import DCGANGenerator, MLPGenerator, build_generator
-from ebmlab.nets.layers import EMA, apply_spectral_norm
+from ebmlab.nets.layers import EMA, apply_spectral_norm, eval_mode
 
 __all__ = [
     "EMA",
@@ -27,5 +27,6 @@ __all__ = [
     "build_encoder",
     "build_energy",
     "build_generator",
+    "eval_mode",
     "reparameterise",
 ]

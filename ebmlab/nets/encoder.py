@@ -1,4 +1,8 @@
-"""Gaussian encoders q(z | x) = N(mu(x), diag exp(log_var(x))), returning (mu, log_var)."""
+"""Gaussian encoders q(z | x) = N(mu(x), diag exp(log_var(x))), returning (mu, log_var).
+
+BatchNorm between layers is an option (`batch_norm`): no MCMC runs on an encoder's input, and
+BiDVL's variational models carry it "for stable training" (Kan et al., Sec. 5).
+"""
 
 from __future__ import annotations
 
@@ -31,12 +35,15 @@ class MLPEncoder(nn.Module):
         hidden: int = 128,
         depth: int = 3,
         bounded_log_var: bool = False,
+        batch_norm: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = math.prod(in_shape)
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.SiLU()]
+            layers.append(nn.Linear(width, hidden))
+            layers += [nn.BatchNorm1d(hidden)] if batch_norm else []
+            layers.append(nn.SiLU())
             width = hidden
         self.body, self.head = nn.Sequential(*layers), _GaussianHead(width, z_dim, bounded_log_var)
 
@@ -51,18 +58,16 @@ class ConvEncoder(nn.Module):
         z_dim: int,
         width: int = 32,
         bounded_log_var: bool = False,
+        batch_norm: bool = False,
     ):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_shape[0], width, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 3, 1, 1),
-            nn.LeakyReLU(0.2),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
+        widths = [in_shape[0], width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for k, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers.append(nn.Conv2d(c_in, c_out, *((3, 1, 1) if k == 2 else (4, 2, 1))))
+            layers += [nn.BatchNorm2d(c_out)] if batch_norm and k > 0 else []
+            layers.append(nn.LeakyReLU(0.2))
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = _GaussianHead(4 * width, z_dim, bounded_log_var)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

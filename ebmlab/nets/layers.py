@@ -93,3 +93,14 @@ class EMA:
             yield module
         finally:
             module.load_state_dict(live)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode inside the block (BatchNorm statistics frozen); the flag restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
