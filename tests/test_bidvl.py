@@ -94,7 +94,9 @@ def test_lower_step_trains_encoder_and_generator_never_the_energy(terms):
     assert (logs["cycle"] == 0) == (terms == "none")
 
 
-@pytest.mark.parametrize(("terms", "encoder_gets_gradient"), [("offset", False), ("not_offset", True)])
+@pytest.mark.parametrize(
+    ("terms", "encoder_gets_gradient"), [("offset", False), ("not_offset", True)]
+)
 def test_cycle_term_reaches_the_encoder_only_when_not_offset(terms, encoder_gets_gradient):
     """Eq. 13 (offset): the cycle KL trains G only; Eq. 11 (not offset): G and the encoder."""
     method = bidvl(opposite_terms=terms)
@@ -116,7 +118,9 @@ def test_lower_step_loss_is_eq_13():
     torch.manual_seed(1)
     vae = method.weighted_vae_loss(x, method.importance_ratio(x))
     v_gen = method.generator(method.prior(32))
-    expected = vae["loss"] + method.energy(v_gen).mean() + method.cycle_loss(method.prior(32), v_gen)
+    expected = (
+        vae["loss"] + method.energy(v_gen).mean() + method.cycle_loss(method.prior(32), v_gen)
+    )
     torch.manual_seed(1)
     logs = method._lower_step(x)
     torch.testing.assert_close(logs["loss_lower"], expected)
