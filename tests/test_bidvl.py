@@ -254,6 +254,34 @@ def test_evaluate_reports_the_reconstruction_rmse_in_pixel_units():
     assert reconstruction_rmse(identity, torch.randn(10, 3), "tabular") == 0.0
 
 
+def test_a_digits_run_reports_reconstructions_and_how_it_sampled(tmp_path):
+    import json
+
+    import ebmlab
+
+    nets = {
+        "energy_net": {"kind": "conv", "width": 8, "spectral_norm": True},
+        "encoder": {"kind": "conv", "width": 8, "batch_norm": True},
+        "generator": {"kind": "dcgan", "width": 8},
+        "z_dim": 8,
+    }
+    run = ebmlab.train(
+        "bidvl",
+        "digits",
+        steps=30,
+        out=tmp_path / "run",
+        overrides={"method": nets},
+        evaluate=False,
+        progress=False,
+    )
+    metrics = ebmlab.evaluate(run, ood=["noise"], n_samples=50)
+    assert 0 < metrics["recon_rmse_test"] < 1 and 0 <= metrics["auroc/noise"] <= 1
+    assert json.loads((run.path / "eval.json").read_text()) == metrics
+    assert (run.path / "recon.png").stat().st_size > 5000
+    report = (run.path / "report.md").read_text()
+    assert "Samples: one generator pass" in report and "recon.png" in report
+
+
 @pytest.mark.parametrize(
     ("data", "preset", "shape"),
     [("8gaussians", "bidvl_toy2d", (2,)), ("digits", "bidvl_image", (1, 8, 8))],

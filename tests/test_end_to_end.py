@@ -21,7 +21,8 @@ def initial_kl(method_name, dataset):
 
 
 @pytest.mark.parametrize(
-    ("name", "steps"), [("cd", 600), ("shortrun", 600), ("dsm", 600), ("icd", 600)]
+    ("name", "steps"),
+    [("cd", 600), ("shortrun", 600), ("dsm", 600), ("icd", 600), ("bidvl", 2000)],
 )
 def test_kl_falls(name, steps, tmp_path):
     dataset = load_dataset("8gaussians")
