@@ -35,6 +35,11 @@ TINY = {
         "warmup_energy_steps": 1,
         "latent_steps": 10,
     },
+    "bounds": {
+        "z_dim": 2,
+        "generator": {"kind": "mlp", "hidden": 32, "depth": 2},
+        "penalty_weight": 0.1,
+    },
     "bidvl": {
         "z_dim": 2,
         "encoder": {"kind": "mlp", "hidden": 32, "depth": 2},

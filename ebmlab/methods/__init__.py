@@ -5,6 +5,7 @@ from __future__ import annotations
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method
 from ebmlab.methods.bidvl import BiDVL
+from ebmlab.methods.bounds import Bounds
 from ebmlab.methods.cd import CD
 from ebmlab.methods.dsm import DSM
 from ebmlab.methods.gebm import GEBM
@@ -18,6 +19,7 @@ METHODS: dict[str, type[Method]] = {
     "icd": ICD,
     "gebm": GEBM,
     "bidvl": BiDVL,
+    "bounds": Bounds,
 }
 
 

@@ -3,6 +3,7 @@
 from ebmlab.nets.encoder import ConvEncoder, MLPEncoder, build_encoder, reparameterise
 from ebmlab.nets.energy import (
     ConvEnergy,
+    DCGANEnergy,
     MLPEnergy,
     MultiscaleEnergy,
     ResNetEnergy,
@@ -16,6 +17,7 @@ __all__ = [
     "EMA",
     "ConvEncoder",
     "ConvEnergy",
+    "DCGANEnergy",
     "DCGANGenerator",
     "MLPEncoder",
     "MLPEnergy",

@@ -14,7 +14,8 @@ from ebmlab.nets.layers import apply_spectral_norm, make_activation
 
 
 class MLPEnergy(nn.Module):
-    """A fully connected energy on flattened inputs."""
+    """A fully connected energy on flattened inputs: `depth` hidden layers of `hidden` units, or
+    the hidden widths listed in `widths` (e.g. Bounds' MNIST net, [2000, 1000, 500, 250, 250])."""
 
     def __init__(
         self,
@@ -23,13 +24,14 @@ class MLPEnergy(nn.Module):
         depth: int = 3,
         activation: str = "swish",
         spectral_norm: bool = False,
+        widths: list[int] | None = None,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_dim
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), make_activation(activation)]
-            width = hidden
+        for out in widths or [hidden] * depth:
+            layers += [nn.Linear(width, out), make_activation(activation)]
+            width = out
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
         if spectral_norm:
@@ -66,6 +68,38 @@ class ConvEnergy(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(-1)
+
+
+class DCGANEnergy(nn.Module):
+    """The DCGAN-style conv energy of Bounds' CIFAR-10 (supplement Table 3): 3x3 stride-1 and
+    4x4 stride-2 convolutions in turn, doubling the channels at each halving (64 to 512 for
+    `width=64`), no normalisation, then a linear map of the flattened features."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int = 64,
+        activation: str = "leaky_relu",
+        spectral_norm: bool = False,
+        image_size: int = 32,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 3, 1, 1),
+            make_activation(activation),
+        ]
+        channels, size = width, image_size
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, channels, 4, 2, 1), make_activation(activation)]
+            layers += [nn.Conv2d(channels, 2 * channels, 3, 1, 1), make_activation(activation)]
+            channels, size = 2 * channels, size // 2
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(channels * size * size, 1)
+        if spectral_norm:
+            apply_spectral_norm(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)).squeeze(-1)
 
 
 class SelfAttention(nn.Module):
@@ -178,7 +212,7 @@ class MultiscaleEnergy(nn.Module):
         return total
 
 
-ENERGY_NETS = {"mlp": MLPEnergy, "conv": ConvEnergy, "resnet": ResNetEnergy}
+ENERGY_NETS = {"mlp": MLPEnergy, "conv": ConvEnergy, "resnet": ResNetEnergy, "dcgan": DCGANEnergy}
 
 
 def build_energy(
@@ -187,8 +221,9 @@ def build_energy(
     multiscale: tuple[int, ...] | None = None,
     **options,
 ) -> nn.Module:
-    """The energy net for data of `shape`: "mlp", "conv", "resnet", or "auto" (MLP for vectors,
-    conv up to 28 px, so MNIST trains on a CPU, ResNet above). `options` go to the chosen
+    """The energy net for data of `shape`: "mlp", "conv", "resnet", "dcgan" (square images of a
+    multiple of 8 px), or "auto" (MLP for vectors, conv up to 28 px, so MNIST trains on a CPU,
+    ResNet above). `options` go to the chosen
     class's constructor. `multiscale=(1, 2, 4)` sums one such net per downsampling factor
     (images only); a ResNet at factor 2^k drops its first k down-sampling blocks, as ICD's
     are (App. B.1)."""
@@ -204,6 +239,10 @@ def build_energy(
         return _multiscale(shape, kind, tuple(multiscale), options)
     cls = ENERGY_NETS[kind]
     first = math.prod(shape) if kind == "mlp" else shape[0]
+    if kind == "dcgan":
+        if shape[-1] % 8 or shape[-1] != shape[-2]:
+            raise EbmlabError(f"energy_net dcgan needs square images of 8k px, got {shape}")
+        options = {"image_size": shape[-1], **options}
     try:
         return cls(first, **options)
     except TypeError as err:

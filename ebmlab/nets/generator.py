@@ -7,9 +7,14 @@ import math
 from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
+from ebmlab.nets.layers import make_activation
 
 
 class MLPGenerator(nn.Module):
+    """`depth` hidden layers of `hidden` units, or the hidden widths listed in `widths`; each
+    Linear, then BatchNorm (with `batch_norm`), then the activation; `tanh_output` bounds the
+    output to (-1, 1), as images are in model units."""
+
     def __init__(
         self,
         z_dim: int,
@@ -17,16 +22,20 @@ class MLPGenerator(nn.Module):
         hidden: int = 128,
         depth: int = 3,
         batch_norm: bool = False,
+        activation: str = "relu",
+        widths: list[int] | None = None,
+        tanh_output: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         width = z_dim
-        for _ in range(depth):
-            layers.append(nn.Linear(width, hidden))
-            layers += [nn.BatchNorm1d(hidden)] if batch_norm else []
-            layers.append(nn.ReLU())
-            width = hidden
+        for out in widths or [hidden] * depth:
+            layers.append(nn.Linear(width, out))
+            layers += [nn.BatchNorm1d(out)] if batch_norm else []
+            layers.append(make_activation(activation))
+            width = out
         layers.append(nn.Linear(width, math.prod(out_shape)))
+        layers += [nn.Tanh()] if tanh_output else []
         self.net, self.out_shape = nn.Sequential(*layers), tuple(out_shape)
 
     def forward(self, z: Tensor) -> Tensor:

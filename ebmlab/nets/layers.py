@@ -18,6 +18,7 @@ ACTIVATIONS = {
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
     "softplus": nn.Softplus,
     "relu": nn.ReLU,
+    "prelu": nn.PReLU,
 }
 
 
