@@ -289,3 +289,24 @@ def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
     assert (method.cfg.z_dim, method.cfg.lr_energy, config.data.batch_size) == (128, 5e-5, 64)
     assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
     assert method.sample(2).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.slow
+def test_animeface_preset_builds_the_supplements_resnets(tmp_path):
+    import numpy as np
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.data import load_dataset
+    from ebmlab.methods.bounds import Bounds
+    from ebmlab.nets import ResNetEnergy, ResNetGenerator
+
+    path = tmp_path / "animeface.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8))
+    data = load_dataset(path)
+    config = resolve_config("bounds", data, str(path), None, {})
+    method = Bounds(build_method_config(config), data.shape)
+    assert isinstance(method.energy_net, ResNetEnergy)
+    assert isinstance(method.generator, ResNetGenerator)
+    assert method.generator.c0 == 1024 and config.train.steps == 100_000
+    assert torch.isfinite(method.train_step(data.train[:2], 0)["loss"])
+    assert method.sample(2).shape == (2, 3, 64, 64)

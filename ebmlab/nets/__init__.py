@@ -10,7 +10,12 @@ from ebmlab.nets.energy import (
     SelfAttention,
     build_energy,
 )
-from ebmlab.nets.generator import DCGANGenerator, MLPGenerator, build_generator
+from ebmlab.nets.generator import (
+    DCGANGenerator,
+    MLPGenerator,
+    ResNetGenerator,
+    build_generator,
+)
 from ebmlab.nets.layers import EMA, apply_spectral_norm, eval_mode
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "MLPGenerator",
     "MultiscaleEnergy",
     "ResNetEnergy",
+    "ResNetGenerator",
     "SelfAttention",
     "apply_spectral_norm",
     "build_encoder",
