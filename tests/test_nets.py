@@ -216,3 +216,32 @@ def test_icd_multiscale_resnet_drops_the_first_down_blocks_per_scale():
     ]
     assert final_sides == [2, 2, 2]  # every scale ends on the same 2x2 grid
     assert net(torch.randn(2, 3, 32, 32)).shape == (2,)
+
+
+def test_per_layer_widths_prelu_and_tanh_output():
+    energy = build_energy((1, 28, 28), kind="mlp", widths=[2000, 1000, 500], activation="prelu")
+    linears = [m for m in energy.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [2000, 1000, 500, 1]
+    assert any(isinstance(m, nn.PReLU) for m in energy.modules())
+    gen = build_generator(8, (1, 8, 8), kind="mlp", widths=[16, 32], tanh_output=True)
+    assert [m.out_features for m in gen.modules() if isinstance(m, nn.Linear)] == [16, 32, 64]
+    assert gen(100 * torch.randn(5, 8)).abs().max() <= 1
+
+
+def test_dcgan_energy_is_the_bounds_table_3_net():
+    """3x3/1 and 4x4/2 convolutions in turn, 64 to 512 channels, then Linear(8192, 1)."""
+    net = build_energy((3, 32, 32), kind="dcgan")
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2), (256, 3, 1), (256, 4, 2), (512, 3, 1)
+    ]  # fmt: skip
+    assert net.head.in_features == 8192 and net(torch.randn(2, 3, 32, 32)).shape == (2,)
+    with pytest.raises(EbmlabError):
+        build_energy((1, 28, 28), kind="dcgan")
+
+
+@pytest.mark.parametrize("size", [8, 32, 64])
+def test_resnet_generator_upsamples_a_4x4_seed_to_the_image(size):
+    gen = build_generator(16, (3, size, size), kind="resnet", width=8)
+    assert gen(torch.randn(2, 16)).shape == (2, 3, size, size)
+    assert gen.c0 == 8 * size // 4
