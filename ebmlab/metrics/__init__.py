@@ -109,7 +109,8 @@ def evaluate(
     - for models with `reconstruct(x)` (an encoder and a generator, e.g. BiDVL):
       `recon_rmse_test`, the RMSE between each test example and its reconstruction, averaged
       over the whole test split; per image in [0, 1] pixel units (see `rmse`) for images, per
-      example over the model-unit coordinates (standardised columns) otherwise.
+      example over the model-unit coordinates otherwise (a 2D density's own coordinates, a
+      table's standardised columns).
 
     Args:
         model: Object with `energy(x) -> (B,)` and `sample(n) -> (n, *shape)` in model units;
