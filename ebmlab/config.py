@@ -99,6 +99,14 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
     return cls(**{k: coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
 
 
+def check_choices(**options: tuple[Any, tuple[Any, ...]]) -> None:
+    """Raise EbmlabError naming the first option whose value is not among its allowed ones;
+    call as check_choices(name=(value, allowed), ...)."""
+    for name, (value, allowed) in options.items():
+        if value not in allowed:
+            raise EbmlabError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Turn YAML/CLI values into the annotated type (str -> float, list -> tuple, ...)."""
     origin = typing.get_origin(hint)

@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ebmlab.config import check_choices
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_encoder, build_energy, build_generator, eval_mode, reparameterise
@@ -279,16 +280,13 @@ def gaussian_kl_to_prior(mu: Tensor, log_var: Tensor) -> Tensor:
 
 
 def _check(cfg: Config) -> None:
-    choices = {
-        "opposite_terms": (cfg.opposite_terms, OPPOSITE_TERMS),
-        "upper_loss": (cfg.upper_loss, UPPER_LOSSES),
-        "cycle_loss": (cfg.cycle_loss, CYCLE_LOSSES),
-        "energy_output": (cfg.energy_output, ENERGY_OUTPUTS),
-        "order": (cfg.order, ORDERS),
-    }
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise EbmlabError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    check_choices(
+        opposite_terms=(cfg.opposite_terms, OPPOSITE_TERMS),
+        upper_loss=(cfg.upper_loss, UPPER_LOSSES),
+        cycle_loss=(cfg.cycle_loss, CYCLE_LOSSES),
+        energy_output=(cfg.energy_output, ENERGY_OUTPUTS),
+        order=(cfg.order, ORDERS),
+    )
     if cfg.basic_ratio <= 0:
         raise EbmlabError(f"basic_ratio must be positive, got {cfg.basic_ratio}")
     if cfg.lower_steps < 1:

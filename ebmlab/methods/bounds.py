@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ebmlab.config import check_choices
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, detached
 from ebmlab.nets import build_energy, build_generator, eval_mode
@@ -207,14 +208,11 @@ class Bounds(Method):
 
 
 def _check(cfg: Config, data_shape: tuple[int, ...]) -> None:
-    choices = {
-        "upper_bound": (cfg.upper_bound, UPPER_BOUNDS),
-        "penalty_scale": (cfg.penalty_scale, PENALTY_SCALES),
-        "entropy": (cfg.entropy, ENTROPIES),
-    }
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise EbmlabError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    check_choices(
+        upper_bound=(cfg.upper_bound, UPPER_BOUNDS),
+        penalty_scale=(cfg.penalty_scale, PENALTY_SCALES),
+        entropy=(cfg.entropy, ENTROPIES),
+    )
     if cfg.z_dim > math.prod(data_shape):
         raise EbmlabError(f"z_dim {cfg.z_dim} exceeds the data's dimension {math.prod(data_shape)}")
     if cfg.ssv_iters < 0 or cfg.penalty_weight < 0:

@@ -69,6 +69,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ebmlab.config import check_choices
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, detached
 from ebmlab.nets import build_energy, build_generator, eval_mode
@@ -318,14 +319,8 @@ class GEBM(Method):
 
 
 def _check(cfg: Config) -> None:
-    if cfg.latent_sampler not in LATENT_SAMPLERS:
-        raise EbmlabError(
-            f"latent_sampler must be one of {', '.join(LATENT_SAMPLERS)}, "
-            f"got {cfg.latent_sampler!r}"
-        )
-    if cfg.base_loss not in BASE_LOSSES:
-        raise EbmlabError(
-            f"base_loss must be one of {', '.join(BASE_LOSSES)}, got {cfg.base_loss!r}"
-        )
+    check_choices(
+        latent_sampler=(cfg.latent_sampler, LATENT_SAMPLERS), base_loss=(cfg.base_loss, BASE_LOSSES)
+    )
     if cfg.energy_steps < 1 or cfg.warmup_energy_steps < 1:
         raise EbmlabError("energy_steps and warmup_energy_steps must be at least 1")
