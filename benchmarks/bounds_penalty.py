@@ -10,7 +10,8 @@ and `penalty_weight` = w (the penalty is w / z_dim times E(u J v)^2) and reports
 the exact KL(data || exp(-E)/Z) on a grid (density estimation) beside the MMD^2 of generator
 samples to the test points (sample quality); for images, the Fréchet distance of generator
 samples in ebmlab's classifier features beside the AUROC of -E against the standard OOD sets.
-Runs go to DIR/w_<w>; a finished row is read back. Asserts nothing.
+Runs go to DIR/w_<w>; a finished row is read back. With `--figure PNG` (2D data), each
+weight's density exp(-E)/Z above its generator's samples. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bounds_penalty")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--figure", help="PNG path for the densities and samples (2D data)")
     args = parser.parse_args()
     root = Path(args.out) / f"{args.data}_{args.steps or 'preset'}_seed{args.seed}"
     results = {w: train_row(w, args, root) for w in args.weights}
@@ -83,6 +85,18 @@ def main() -> None:
     for weight, r in results.items():
         cells = ["diverged"] * len(keys) if r["diverged"] else [f"{r[k]:.4g}" for k in keys]
         print(f"| {weight:g} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    if args.figure:
+        draw(args, root, [w for w, r in results.items() if not r["diverged"]])
+
+
+def draw(args: argparse.Namespace, root: Path, weights: list[float]) -> None:
+    from ebmlab.data import load_dataset
+    from ebmlab.report import save_density_comparison
+
+    torch.manual_seed(args.seed)
+    runs = {f"w = {w:g}": ebmlab.load(root / f"w_{w:g}") for w in weights}
+    save_density_comparison(runs, load_dataset(args.data), Path(args.figure))
+    print(f"figure: {args.figure}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,31 @@ def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int 
     plt.close(fig)
 
 
+def save_density_comparison(
+    runs: dict[str, Run], dataset: Dataset, path: Path, n_samples: int = 2000
+) -> None:
+    """2D only: one column per labelled run, its density exp(-E)/Z above its samples, and the
+    data's density in the first column."""
+    from ebmlab.metrics.toy2d import density_grid
+
+    bounds = dataset.bounds
+    fig, axes = plt.subplots(2, len(runs) + 1, figsize=(3.2 * (len(runs) + 1), 6.4), squeeze=False)
+    _show_density(axes[0, 0], density_grid(dataset.log_density, bounds)[2], bounds, "data density")
+    _scatter(axes[1, 0], dataset.test[:n_samples], "data", bounds)
+    for column, (label, run) in enumerate(runs.items(), start=1):
+        method = run.method
+        _show_density(
+            axes[0, column], _neg_energy_grid(method.energy, method.device, bounds), bounds, label
+        )
+        _scatter(axes[1, column], method.sample(n_samples).detach().cpu(), "samples", bounds)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _is_grad_norm(key: str) -> bool:
     return key == "grad_norm" or key.startswith("grad_norm/")
 
