@@ -241,6 +241,7 @@ def test_gate_keeps_only_penalties_above_the_threshold():
         {"entropy": "exact"},
         {"z_dim": 3},  # wider than the 2D data
         {"penalty_weight": -1.0},
+        {"generator": {"kind": "mlp", "widths": [32, 1, 32]}},  # narrower than z_dim = 2
     ],
 )
 def test_bad_options_are_refused(bad):

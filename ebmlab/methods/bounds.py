@@ -99,6 +99,7 @@ class Bounds(Method):
         _check(cfg, data_shape)
         self.energy_net = build_energy(self.data_shape, **cfg.energy_net)
         self.generator = build_generator(cfg.z_dim, self.data_shape, **cfg.generator)
+        _check_generator_widths(self.generator, cfg.z_dim)
         adam = {"betas": cfg.betas, "eps": cfg.adam_eps}
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr_energy, **adam
@@ -205,6 +206,17 @@ class Bounds(Method):
 
     def sampling_procedure(self) -> str:
         return "one generator pass x = G(z), z ~ N(0, I) (the energy is the density exp(-E))"
+
+
+def _check_generator_widths(generator: torch.nn.Module, z_dim: int) -> None:
+    """The supplement's rule (Sec. B): no hidden layer of G narrower than d, or J_z cannot have
+    full rank and p_g(G(z)) has no density. Checked on fully connected layers."""
+    narrow = [m.out_features for m in generator.modules() if isinstance(m, torch.nn.Linear)]
+    if min(narrow, default=z_dim) < z_dim:
+        raise EbmlabError(
+            f"a generator layer has {min(narrow)} units, fewer than z_dim = {z_dim}: its "
+            "Jacobian could not have full rank (the supplement's rule, Sec. B)"
+        )
 
 
 def _check(cfg: Config, data_shape: tuple[int, ...]) -> None:
