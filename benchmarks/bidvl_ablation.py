@@ -21,15 +21,11 @@ wall seconds. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
 from pathlib import Path
 
 import torch
-
-import ebmlab
-from ebmlab.errors import EbmlabError
+from _rows import train_and_evaluate
 
 RATIOS = (0.01, 0.05, 0.1, 0.5, 1.0)
 TERMS = {"w/o": "none", "offset": "offset", "not offset": "not_offset"}
@@ -51,30 +47,17 @@ ROWS = {ratio_slug(r): {"basic_ratio": r} for r in RATIOS} | {
 
 def train_row(slug: str, args: argparse.Namespace, root: Path) -> dict:
     """Train one row (or read it back if it finished before) and evaluate it."""
-    out = root / slug
-    result_file = out / "ablation.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
-    start = time.perf_counter()
-    try:
-        run = ebmlab.train(
-            "bidvl",
-            args.data,
-            steps=args.steps,
-            seed=args.seed,
-            out=out,
-            overrides={"method": ROWS[slug]},
-            evaluate=False,
-            progress=not args.quiet,
-        )
-        seconds = time.perf_counter() - start
-        result = {**ebmlab.evaluate(run, ood=["standard"]), "diverged": False}
-    except EbmlabError as err:  # TrainingDiverged
-        seconds = time.perf_counter() - start
-        result = {"diverged": True, "error": str(err)}
-    result["seconds"] = seconds
-    result_file.write_text(json.dumps(result, indent=2))
-    return result
+    return train_and_evaluate(
+        root / slug / "ablation.json",
+        ["standard"],
+        method="bidvl",
+        data=args.data,
+        steps=args.steps,
+        seed=args.seed,
+        out=root / slug,
+        overrides={"method": ROWS[slug]},
+        progress=not args.quiet,
+    )
 
 
 def print_table(title: str, rows: dict[str, str], results: dict[str, dict]) -> None:

@@ -9,7 +9,8 @@ estimation of the energy function". Each row trains `ebmlab train bounds` with t
 and `penalty_weight` = w (the penalty is w / z_dim times E(u J v)^2) and reports, for 2D data,
 the exact KL(data || exp(-E)/Z) on a grid (density estimation) beside the MMD^2 of generator
 samples to the test points (sample quality); for images, the Fréchet distance of generator
-samples in ebmlab's classifier features beside the AUROC of -E against the standard OOD sets.
+samples in ebmlab's classifier features; for both, the AUROC of -E against the standard OOD
+sets for the data (`ebmlab eval --ood standard`).
 Runs go to DIR/w_<w>; a finished row is read back. With `--figure PNG` (2D data), each
 weight's density exp(-E)/Z above its generator's samples. Asserts nothing.
 """
@@ -17,42 +18,28 @@ weight's density exp(-E)/Z above its generator's samples. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from _rows import train_and_evaluate
 
 import ebmlab
-from ebmlab.errors import EbmlabError
 
 
 def train_row(weight: float, args: argparse.Namespace, root: Path) -> dict:
     out = root / f"w_{weight:g}"
-    result_file = out / "study.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
-    start = time.perf_counter()
-    try:
-        run = ebmlab.train(
-            "bounds",
-            args.data,
-            steps=args.steps,
-            seed=args.seed,
-            out=out,
-            overrides={"method": {"penalty_weight": weight}},
-            evaluate=False,
-            progress=not args.quiet,
-        )
-        seconds = time.perf_counter() - start
-        ood = ["standard"] if run.model.kind == "image" else ["off-data"]
-        result = {**ebmlab.evaluate(run, ood=ood), "diverged": False}
-    except EbmlabError as err:  # TrainingDiverged
-        seconds, result = time.perf_counter() - start, {"diverged": True, "error": str(err)}
-    result["seconds"] = seconds
-    result_file.write_text(json.dumps(result, indent=2))
-    return result
+    return train_and_evaluate(
+        out / "study.json",
+        ["standard"],
+        method="bounds",
+        data=args.data,
+        steps=args.steps,
+        seed=args.seed,
+        out=out,
+        overrides={"method": {"penalty_weight": weight}},
+        progress=not args.quiet,
+    )
 
 
 def columns(results: dict[float, dict]) -> list[str]:
