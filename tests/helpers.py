@@ -40,6 +40,14 @@ TINY = {
         "generator": {"kind": "mlp", "hidden": 32, "depth": 2},
         "penalty_weight": 0.1,
     },
+    "dualmcmc": {
+        "z_dim": 2,
+        "generator": {"kind": "mlp", "hidden": 32, "depth": 2},
+        "encoder": {"kind": "mlp", "hidden": 32, "depth": 2},
+        "x_steps": 5,
+        "z_steps": 3,
+        "x_step_size": 0.01,
+    },
     "bidvl": {
         "z_dim": 2,
         "encoder": {"kind": "mlp", "hidden": 32, "depth": 2},

@@ -8,6 +8,7 @@ from ebmlab.methods.bidvl import BiDVL
 from ebmlab.methods.bounds import Bounds
 from ebmlab.methods.cd import CD
 from ebmlab.methods.dsm import DSM
+from ebmlab.methods.dualmcmc import DualMCMC
 from ebmlab.methods.gebm import GEBM
 from ebmlab.methods.icd import ICD
 from ebmlab.methods.shortrun import ShortRun
@@ -20,6 +21,7 @@ METHODS: dict[str, type[Method]] = {
     "gebm": GEBM,
     "bidvl": BiDVL,
     "bounds": Bounds,
+    "dualmcmc": DualMCMC,
 }
 
 

@@ -1,0 +1,135 @@
+"""Dual-MCMC teaching: the z-posterior, what each update trains, the step order, inpainting."""
+
+import pytest
+import torch
+from torch import nn
+
+from ebmlab.errors import EbmlabError
+from tests.helpers import tiny_method
+
+
+def dual(shape=(2,), **extra):
+    return tiny_method("dualmcmc", shape, **extra)
+
+
+def linear(weight, bias):
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def moved(module, before):
+    return any(not torch.equal(p, b) for p, b in zip(module.parameters(), before, strict=True))
+
+
+def test_posterior_energy_gradient_is_the_analytic_one_for_a_linear_generator():
+    """grad_z U = -W^T (x - W z - b) / sigma^2 + z, for g(z) = W z + b."""
+    torch.manual_seed(0)
+    method = dual((5,), z_dim=3, sigma=0.3)
+    weight, bias = torch.randn(5, 3), torch.randn(5)
+    method.generator = linear(weight, bias)
+    x, z = torch.randn(4, 5), torch.randn(4, 3, requires_grad=True)
+    (grad,) = torch.autograd.grad(method.posterior_energy(x)(z).sum(), z)
+    expected = -(x - z.detach() @ weight.T - bias) @ weight / 0.3**2 + z.detach()
+    torch.testing.assert_close(grad, expected)
+    mask = torch.tensor([1.0, 0, 1, 0, 1])
+    (masked,) = torch.autograd.grad(method.posterior_energy(x, mask)(z).sum(), z)
+    residual = (x - z.detach() @ weight.T - bias) * mask
+    torch.testing.assert_close(masked, -residual @ weight / 0.3**2 + z.detach())
+
+
+def test_z_langevin_reaches_the_gaussian_posterior_of_a_linear_generator():
+    """For g(z) = W z, p(z | x) = N(S W^T x / sigma^2, S), S = (W^T W / sigma^2 + I)^-1."""
+    torch.manual_seed(1)
+    method = dual((3,), z_dim=2, sigma=1.0, z_steps=400, z_step_size=0.01)
+    weight = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    method.generator = linear(weight, torch.zeros(3))
+    x = torch.tensor([[1.0, -1.0, 0.5]]).expand(4000, 3)
+    cov = torch.linalg.inv(weight.T @ weight + torch.eye(2))
+    mean = (cov @ weight.T @ x[0]).expand(4000, 2)
+    z = method.revise_z(torch.zeros(4000, 2), x)
+    torch.testing.assert_close(z.mean(0), mean[0], atol=0.05, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), cov, atol=0.05, rtol=0)
+
+
+def test_each_update_trains_only_its_own_model():
+    method = dual()
+    x = torch.randn(32, 2)
+    z = method.prior(32)
+    x_tilde = method.revise_x(method._generate(z))
+    z_tilde = method.revise_z(torch.randn(32, 2), x)
+    nets = {"energy": method.energy_net, "generator": method.generator, "inference": method.encoder}
+    before = {name: snapshot(net) for name, net in nets.items()}
+    method._learn_energy(x, x_tilde)
+    assert [moved(net, before[n]) for n, net in nets.items()] == [True, False, False]
+    before = {name: snapshot(net) for name, net in nets.items()}
+    method._teach(x, z, x_tilde, z_tilde)
+    assert [moved(net, before[n]) for n, net in nets.items()] == [False, True, True]
+    assert all(p.requires_grad for p in method.parameters())
+
+
+def test_chains_leave_every_parameter_without_gradient():
+    method = dual()
+    x = torch.randn(8, 2)
+    method.revise_x(x)
+    method.revise_z(torch.randn(8, 2), x)
+    assert all(p.grad is None for p in method.parameters())
+
+
+def test_teaching_losses_are_eqs_3_and_4():
+    method = dual(sigma=0.5, sampling_weight=2.0, inference_sample_weight=0.5)
+    x, z, x_tilde, z_tilde = (torch.randn(16, 2) for _ in range(4))
+    with torch.no_grad():
+        gen = (x - method.generator(z_tilde)).pow(2).sum(1).mean() / 0.5
+        gen_s = (x_tilde - method.generator(z)).pow(2).sum(1).mean() / 0.5
+        mu, log_var = method.encoder(x)
+        inf = (0.5 * (log_var + (z_tilde - mu).pow(2) / log_var.exp())).sum(1).mean()
+    logs = method._teach(x, z, x_tilde, z_tilde)
+    torch.testing.assert_close(logs["generator_data"], gen)
+    torch.testing.assert_close(logs["generator_sample"], gen_s)
+    torch.testing.assert_close(logs["inference_data"], inf)
+
+
+@pytest.mark.parametrize(("order", "energy_chains"), [("supplement", 1), ("code", 2)])
+def test_code_order_regenerates_the_negatives_after_teaching(order, energy_chains):
+    method = dual(order=order)
+    calls = []
+    revise_x = method.revise_x
+    method.revise_x = lambda x, steps=None: calls.append("x") or revise_x(x, steps)
+    logs = method.train_step(torch.randn(16, 2), 0)
+    assert calls.count("x") == energy_chains and torch.isfinite(logs["loss"])
+
+
+def test_tempered_energy_loss_divides_by_the_chain_temperature():
+    method = dual(x_noise=0.01, x_step_size=0.125, temper_energy_loss=True)
+    assert method._temperature() == pytest.approx(0.01**2 / 0.25)
+    assert dual()._temperature() == pytest.approx(1.0)
+
+
+def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():
+    method = dual(
+        (1, 8, 8),
+        energy_net={"kind": "conv", "width": 4},
+        encoder={"kind": "conv", "width": 4},
+        generator={"kind": "dcgan", "width": 4},
+    )
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    mask = torch.ones(3, 1, 8, 8)
+    mask[:, :, 2:6, 2:6] = 0
+    out = method.inpaint(x, mask)
+    assert list(out) == ["inference", "z_langevin", "x_langevin"]
+    for image in out.values():
+        assert torch.equal(image * mask, x * mask) and image.abs().max() <= 1
+    assert not torch.equal(out["inference"], out["x_langevin"])
+
+
+@pytest.mark.parametrize("bad", [{"order": "paper"}, {"sigma": 0.0}, {"x_steps": 0}])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(EbmlabError):
+        dual(**bad)
