@@ -133,3 +133,46 @@ def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():
 def test_bad_options_are_refused(bad):
     with pytest.raises(EbmlabError):
         dual(**bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "preset", "shape"),
+    [("8gaussians", "dualmcmc_toy2d", (2,)), ("digits", "dualmcmc_image", (1, 8, 8))],
+)
+def test_presets_build_and_take_a_step(data, preset, shape):
+    from types import SimpleNamespace
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.config import find_preset
+    from ebmlab.methods.dualmcmc import DualMCMC
+
+    kind = "toy2d" if len(shape) == 1 else "image"
+    assert find_preset("dualmcmc", data, kind).stem == preset
+    config = resolve_config("dualmcmc", SimpleNamespace(name=data, kind=kind), data, None, {})
+    method = DualMCMC(build_method_config(config), shape)
+    x = torch.rand(16, *shape) * 2 - 1
+    assert torch.isfinite(method.train_step(x, 0)["loss"])
+    assert method.sample(4).shape == (4, *shape)
+
+
+@pytest.mark.slow
+def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
+    import numpy as np
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.data import load_dataset
+    from ebmlab.methods.dualmcmc import DualMCMC
+
+    path = tmp_path / "cifar10.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+    data = load_dataset(path)
+    overrides = {"method": {"x_steps": 2, "z_steps": 2, "sample_steps": 2}}
+    config = resolve_config("dualmcmc", data, str(path), None, overrides)
+    method = DualMCMC(build_method_config(config), data.shape)
+    assert (method.cfg.order, method.cfg.sampling_weight, config.data.batch_size) == (
+        "code",
+        50.0,
+        100,
+    )
+    assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
+    assert method.sample(2).shape == (2, 3, 32, 32)
