@@ -176,3 +176,28 @@ def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
     )
     assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
     assert method.sample(2).shape == (2, 3, 32, 32)
+
+
+def test_standard_masks_hide_the_supplements_fractions():
+    from ebmlab.tasks import standard_masks
+
+    masks = standard_masks(200, 64)
+    hidden = {name: 1 - float(mask.mean()) for name, mask in masks.items()}
+    assert hidden["M20"] == pytest.approx(400 / 4096) and hidden["M40"] == pytest.approx(
+        1600 / 4096
+    )
+    for k in (20, 30, 40):
+        assert hidden[f"R{k}"] == pytest.approx(k / 100, abs=0.01)
+    assert standard_masks(2, 28)["M30"].shape == (2, 1, 28, 28)
+
+
+def test_inpainting_scores_are_per_stage_psnr_and_ssim_on_the_whole_image():
+    from types import SimpleNamespace
+
+    from ebmlab.tasks import inpainting_scores, standard_masks
+
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    perfect = SimpleNamespace(inpaint=lambda v, m: {"exact": v, "blank": v * m - (1 - m)})
+    table = inpainting_scores(perfect, x, standard_masks(4, 16))
+    assert table["M20"]["exact"]["psnr"] == float("inf") and table["R40"]["exact"]["ssim"] == 1
+    assert table["M40"]["blank"]["psnr"] < table["M20"]["blank"]["psnr"] < 100
