@@ -64,3 +64,32 @@ def tiny_method(name: str, shape=(2,), **extra):
         **extra,
     }
     return cls(build_dataclass(cls.Config, params, "method"), shape)
+
+
+def preset_method(name: str, data: str, kind: str, shape, overrides=None):
+    """The method built from the preset that `data` (a name of `kind`) picks, and its stem."""
+    from types import SimpleNamespace
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.config import find_preset
+
+    dataset = SimpleNamespace(name=data, kind=kind)
+    config = resolve_config(name, dataset, data, None, overrides or {})
+    method = METHODS[name](build_method_config(config), shape)
+    return method, find_preset(name, data, kind).stem
+
+
+def fixture_image_run(tmp_path, name: str, stem: str, count: int, size: int, overrides=None):
+    """(method, data, config) from the preset picked by random uint8 images saved as
+    `<stem>.npy` (e.g. cifar10.npy picks `<name>_cifar10`)."""
+    import numpy as np
+
+    from ebmlab.api import build_method_config, resolve_config
+    from ebmlab.data import load_dataset
+
+    path = tmp_path / f"{stem}.npy"
+    images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    np.save(path, images)
+    data = load_dataset(path)
+    config = resolve_config(name, data, str(path), None, overrides or {})
+    return METHODS[name](build_method_config(config), data.shape), data, config

@@ -9,7 +9,7 @@ from torch.distributions import Normal, kl_divergence
 
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.bidvl import gaussian_kl_to_prior
-from tests.helpers import tiny_method
+from tests.helpers import fixture_image_run, preset_method, tiny_method
 
 
 def bidvl(shape=(2,), **extra):
@@ -287,14 +287,9 @@ def test_a_digits_run_reports_reconstructions_and_how_it_sampled(tmp_path):
     [("8gaussians", "bidvl_toy2d", (2,)), ("digits", "bidvl_image", (1, 8, 8))],
 )
 def test_presets_build_and_take_a_step(data, preset, shape):
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.config import find_preset
-    from ebmlab.methods.bidvl import BiDVL
-
     kind = "toy2d" if len(shape) == 1 else "image"
-    assert find_preset("bidvl", data, kind).stem == preset
-    config = resolve_config("bidvl", SimpleNamespace(name=data, kind=kind), data, None, {})
-    method = BiDVL(build_method_config(config), shape)
+    method, stem = preset_method("bidvl", data, kind, shape)
+    assert stem == preset
     x = torch.rand(16, *shape) * 2 - 1
     assert torch.isfinite(method.train_step(x, 0)["loss"])
     assert method.sample(4).shape == (4, *shape)
@@ -303,17 +298,7 @@ def test_presets_build_and_take_a_step(data, preset, shape):
 
 @pytest.mark.slow
 def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
-    import numpy as np
-
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.data import load_dataset
-    from ebmlab.methods.bidvl import BiDVL
-
-    path = tmp_path / "cifar10.npy"
-    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
-    data = load_dataset(path)
-    config = resolve_config("bidvl", data, str(path), None, {})
-    method = BiDVL(build_method_config(config), data.shape)
+    method, data, config = fixture_image_run(tmp_path, "bidvl", "cifar10", 40, 32)
     assert (method.cfg.energy_output, method.cfg.z_dim, config.data.batch_size) == (
         "softplus",
         100,

@@ -1,7 +1,6 @@
 """Bounds: Jacobian tools, the entropy term, the score-mismatch penalty, what each step trains."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 
 from ebmlab.errors import EbmlabError
 from ebmlab.nets.jacobian import jacobian, jvp, smallest_singular_value, vjp
-from tests.helpers import tiny_method
+from tests.helpers import fixture_image_run, preset_method, tiny_method
 
 
 def linear(weight, bias=None):
@@ -257,15 +256,10 @@ def test_bad_options_are_refused(bad):
     [("8gaussians", "bounds_toy2d", (2,)), ("digits", "bounds_image", (1, 8, 8))],
 )
 def test_presets_build_and_take_a_step(data, preset, shape):
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.config import find_preset
-    from ebmlab.methods.bounds import Bounds
-
     kind = "toy2d" if len(shape) == 1 else "image"
-    assert find_preset("bounds", data, kind).stem == preset
     overrides = {"method": {"z_dim": 8}} if kind == "image" else {}
-    config = resolve_config("bounds", SimpleNamespace(name=data, kind=kind), data, None, overrides)
-    method = Bounds(build_method_config(config), shape)
+    method, stem = preset_method("bounds", data, kind, shape, overrides)
+    assert stem == preset
     x = torch.rand(16, *shape) * 2 - 1
     logs = method.train_step(x, 0)
     assert all(torch.isfinite(v) for v in logs.values())
@@ -274,18 +268,9 @@ def test_presets_build_and_take_a_step(data, preset, shape):
 
 @pytest.mark.slow
 def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
-    import numpy as np
-
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.data import load_dataset
-    from ebmlab.methods.bounds import Bounds
     from ebmlab.nets import DCGANEnergy
 
-    path = tmp_path / "cifar10.npy"
-    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
-    data = load_dataset(path)
-    config = resolve_config("bounds", data, str(path), None, {})
-    method = Bounds(build_method_config(config), data.shape)
+    method, data, config = fixture_image_run(tmp_path, "bounds", "cifar10", 40, 32)
     assert isinstance(method.energy_net, DCGANEnergy)
     assert (method.cfg.z_dim, method.cfg.lr_energy, config.data.batch_size) == (128, 5e-5, 64)
     assert torch.isfinite(method.train_step(data.train[:4], 0)["loss"])
@@ -294,18 +279,9 @@ def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
 
 @pytest.mark.slow
 def test_animeface_preset_builds_the_supplements_resnets(tmp_path):
-    import numpy as np
-
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.data import load_dataset
-    from ebmlab.methods.bounds import Bounds
     from ebmlab.nets import ResNetEnergy, ResNetGenerator
 
-    path = tmp_path / "animeface.npy"
-    np.save(path, np.random.default_rng(0).integers(0, 256, (12, 64, 64, 3), dtype=np.uint8))
-    data = load_dataset(path)
-    config = resolve_config("bounds", data, str(path), None, {})
-    method = Bounds(build_method_config(config), data.shape)
+    method, data, config = fixture_image_run(tmp_path, "bounds", "animeface", 12, 64)
     assert isinstance(method.energy_net, ResNetEnergy)
     assert isinstance(method.generator, ResNetGenerator)
     assert method.generator.c0 == 1024 and config.train.steps == 100_000

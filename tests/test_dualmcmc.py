@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
-from tests.helpers import tiny_method
+from tests.helpers import fixture_image_run, preset_method, tiny_method
 
 
 def dual(shape=(2,), **extra):
@@ -140,16 +140,9 @@ def test_bad_options_are_refused(bad):
     [("8gaussians", "dualmcmc_toy2d", (2,)), ("digits", "dualmcmc_image", (1, 8, 8))],
 )
 def test_presets_build_and_take_a_step(data, preset, shape):
-    from types import SimpleNamespace
-
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.config import find_preset
-    from ebmlab.methods.dualmcmc import DualMCMC
-
     kind = "toy2d" if len(shape) == 1 else "image"
-    assert find_preset("dualmcmc", data, kind).stem == preset
-    config = resolve_config("dualmcmc", SimpleNamespace(name=data, kind=kind), data, None, {})
-    method = DualMCMC(build_method_config(config), shape)
+    method, stem = preset_method("dualmcmc", data, kind, shape)
+    assert stem == preset
     x = torch.rand(16, *shape) * 2 - 1
     assert torch.isfinite(method.train_step(x, 0)["loss"])
     assert method.sample(4).shape == (4, *shape)
@@ -157,18 +150,8 @@ def test_presets_build_and_take_a_step(data, preset, shape):
 
 @pytest.mark.slow
 def test_cifar10_preset_trains_a_step_on_fixture_images(tmp_path):
-    import numpy as np
-
-    from ebmlab.api import build_method_config, resolve_config
-    from ebmlab.data import load_dataset
-    from ebmlab.methods.dualmcmc import DualMCMC
-
-    path = tmp_path / "cifar10.npy"
-    np.save(path, np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
-    data = load_dataset(path)
     overrides = {"method": {"x_steps": 2, "z_steps": 2, "sample_steps": 2}}
-    config = resolve_config("dualmcmc", data, str(path), None, overrides)
-    method = DualMCMC(build_method_config(config), data.shape)
+    method, data, config = fixture_image_run(tmp_path, "dualmcmc", "cifar10", 40, 32, overrides)
     assert (method.cfg.order, method.cfg.sampling_weight, config.data.batch_size) == (
         "code",
         50.0,
