@@ -141,16 +141,22 @@ class DualMCMC(Method):
 
     # ---------------------------------------------------------------- the two MCMC revisions
 
-    def revise_x(self, x: Tensor, steps: int | None = None) -> Tensor:
-        """T^x: Langevin on the EBM from x (Eq. 5), parameters frozen, clamped for images."""
-        langevin = Langevin(
-            steps=self.cfg.x_steps if steps is None else steps,
+    def x_chain(self, steps: int, **options: Any) -> Langevin:
+        """The EBM's Langevin chain (Eq. 5): the configured step and noise, clamped for images."""
+        return Langevin(
+            steps=steps,
             step_size=self.cfg.x_step_size,
             noise=self.cfg.x_noise,
             clamp=data_box(self.data_shape),
+            **options,
         )
+
+    def revise_x(self, x: Tensor, steps: int | None = None) -> Tensor:
+        """T^x: Langevin on the EBM from x (Eq. 5), parameters frozen."""
         with frozen_params(self):
-            return langevin(self.energy, x.detach())[0]
+            return self.x_chain(self.cfg.x_steps if steps is None else steps)(
+                self.energy, x.detach()
+            )[0]
 
     def revise_z(self, z: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """T^z: Langevin on the generator's posterior p_theta(z | x) from z (Eq. 6)."""
@@ -213,14 +219,9 @@ class DualMCMC(Method):
 
     def sample_from(self, energy: Energy, n: int) -> Tensor:
         """Generator draws refined by Langevin on any energy (for composed energies)."""
-        langevin = Langevin(
-            steps=self.cfg.sample_steps if self.cfg.sample_steps is not None else self.cfg.x_steps,
-            step_size=self.cfg.x_step_size,
-            noise=self.cfg.x_noise,
-            clamp=data_box(self.data_shape),
-        )
+        steps = self.cfg.sample_steps if self.cfg.sample_steps is not None else self.cfg.x_steps
         with frozen_params(self):
-            return langevin(energy, self._generate(self.prior(n)))[0]
+            return self.x_chain(steps)(energy, self._generate(self.prior(n)))[0]
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
@@ -248,16 +249,10 @@ class DualMCMC(Method):
         z = self.encode(observed)
         first = keep(self.decode(z))
         second = keep(self.decode(self.revise_z(z, observed, mask)))
-        langevin = Langevin(
-            steps=self.cfg.x_steps,
-            step_size=self.cfg.x_step_size,
-            noise=self.cfg.x_noise,
-            clamp=data_box(self.data_shape),
-            transition=keep,
-            every=1,
-        )
         with frozen_params(self):
-            third = keep(langevin(self.energy, second)[0])
+            third = keep(
+                self.x_chain(self.cfg.x_steps, transition=keep, every=1)(self.energy, second)[0]
+            )
         return {"inference": first, "z_langevin": second, "x_langevin": third}
 
     def sampling_procedure(self) -> str:
