@@ -101,15 +101,29 @@ def test_code_order_regenerates_the_negatives_after_teaching(order, energy_chain
     method = dual(order=order)
     calls = []
     revise_x = method.revise_x
-    method.revise_x = lambda x, steps=None: calls.append("x") or revise_x(x, steps)
+    method.revise_x = lambda x: calls.append("x") or revise_x(x)
     logs = method.train_step(torch.randn(16, 2), 0)
     assert calls.count("x") == energy_chains and torch.isfinite(logs["loss"])
 
 
 def test_tempered_energy_loss_divides_by_the_chain_temperature():
-    method = dual(x_noise=0.01, x_step_size=0.125, temper_energy_loss=True)
-    assert method._temperature() == pytest.approx(0.01**2 / 0.25)
-    assert dual()._temperature() == pytest.approx(1.0)
+    """With T = 0.01^2 / (2 * 0.125), an SGD step of lr T on the tempered loss equals a step of
+    lr 1 on the plain loss."""
+    temperature = 0.01**2 / 0.25
+    tempered = dual(x_noise=0.01, x_step_size=0.125, temper_energy_loss=True)
+    plain = dual(x_noise=0.01, x_step_size=0.125)
+    plain.energy_net.load_state_dict(tempered.energy_net.state_dict())
+    tempered.optimizers["energy"] = torch.optim.SGD(
+        tempered.energy_net.parameters(), lr=temperature
+    )
+    plain.optimizers["energy"] = torch.optim.SGD(plain.energy_net.parameters(), lr=1.0)
+    before = snapshot(plain.energy_net)
+    x, x_tilde = torch.randn(16, 2), torch.randn(16, 2)
+    tempered._learn_energy(x, x_tilde)
+    plain._learn_energy(x, x_tilde)
+    assert moved(plain.energy_net, before)
+    for p, q in zip(tempered.energy_net.parameters(), plain.energy_net.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
 
 
 def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():

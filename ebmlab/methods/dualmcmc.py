@@ -40,7 +40,6 @@ Langevin on the EBM with the observed pixels clamped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,12 +150,10 @@ class DualMCMC(Method):
             **options,
         )
 
-    def revise_x(self, x: Tensor, steps: int | None = None) -> Tensor:
+    def revise_x(self, x: Tensor) -> Tensor:
         """T^x: Langevin on the EBM from x (Eq. 5), parameters frozen."""
         with frozen_params(self):
-            return self.x_chain(self.cfg.x_steps if steps is None else steps)(
-                self.energy, x.detach()
-            )[0]
+            return self.x_chain(self.cfg.x_steps)(self.energy, x.detach())[0]
 
     def revise_z(self, z: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """T^z: Langevin on the generator's posterior p_theta(z | x) from z (Eq. 6)."""
@@ -188,7 +185,8 @@ class DualMCMC(Method):
         """alpha <- Adam on mean E(x) - mean E(x_tilde) (Eq. 2), / T with temper_energy_loss."""
         e_data, e_sample = self.energy(x), self.energy(x_tilde)
         gap = e_data.mean() - e_sample.mean()
-        self.update("energy", gap / self._temperature() if self.cfg.temper_energy_loss else gap)
+        temperature = self.x_chain(self.cfg.x_steps).temperature  # noise^2 / (2 step)
+        self.update("energy", gap / temperature if self.cfg.temper_energy_loss else gap)
         return {"loss": gap, "e_data": e_data.mean(), "e_sample": e_sample.mean()}
 
     def _teach(self, x: Tensor, z: Tensor, x_tilde: Tensor, z_tilde: Tensor) -> dict[str, Tensor]:
@@ -204,12 +202,6 @@ class DualMCMC(Method):
             "inference_data": inf_data,
             "inference_sample": inf_sample,
         }
-
-    def _temperature(self) -> float:
-        """T = noise^2 / (2 step) of the x-chain (1 with the paper's noise sqrt(2 step))."""
-        step = self.cfg.x_step_size
-        noise = math.sqrt(2 * step) if self.cfg.x_noise is None else self.cfg.x_noise
-        return noise**2 / (2 * step)
 
     # ---------------------------------------------------------------- inference and sampling
 
