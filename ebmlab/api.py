@@ -259,9 +259,10 @@ def evaluate_run(
     fid: bool = False,
     ood: list[str] | dict[str, Tensor | np.ndarray] | None = None,
     n_samples: int | None = None,
+    report: bool = True,
 ) -> dict[str, float]:
     """The metrics that fit the data (see `ebmlab.metrics.evaluate`), saved to eval.json, and
-    the run's report.md written anew with them.
+    the run's report.md written anew with them (unless `report=False`).
 
     Args:
         run: A trained run.
@@ -272,6 +273,7 @@ def evaluate_run(
             for every set that suits the data; or a dict of name -> your own OOD examples, in
             your units. The report then shows their energies.
         n_samples: Model samples for the sample-based metrics.
+        report: Write report.md and its figures (which draw samples again).
     """
     from ebmlab.metrics import evaluate as evaluate_metrics
     from ebmlab.report import write_report
@@ -294,7 +296,8 @@ def evaluate_run(
     )
     run.metrics = metrics
     (run.path / "eval.json").write_text(json.dumps(metrics, indent=2))
-    write_report(run, dataset, read_history(run.path), ood_sets)
+    if report:
+        write_report(run, dataset, read_history(run.path), ood_sets)
     return metrics
 
 

@@ -1,4 +1,4 @@
-"""`ebmlab train | sample | eval | info | data | demo`: parses arguments, calls the API.
+"""`ebmlab train | sample | eval | compose | bench | info | data | demo`: parses, calls the API.
 
 Errors a user can cause print one line and exit with code 2, never a traceback.
 """
@@ -22,6 +22,8 @@ EPILOG = """examples:
   ebmlab train icd --data 8gaussians --data.classes=[0,2,4] --out runs/a
   ebmlab compose runs/a runs/b --out both.png
   ebmlab data fetch mnist
+  ebmlab bench --suite quick
+  ebmlab bench --methods icd,gebm --data rings,mnist --seeds 3 --budget 120s
 """
 
 
@@ -90,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     compose.add_argument("--out", default="composed.png", help=".png picture or .npy array")
     compose.add_argument("--seed", type=int, default=0)
 
+    bench = commands.add_parser(
+        "bench",
+        help="every method side by side on the same data, budgets and metrics",
+        description="Train each (method, dataset, seed) with its preset under one budget, each "
+        "in its own process, and write results.csv, leaderboard.md and figures to --out.",
+    )
+    bench.add_argument("--suite", default="quick", help="quick (minutes) or standard (an hour)")
+    bench.add_argument("--methods", type=names, help="comma-separated (default: all)")
+    bench.add_argument("--data", type=names, help="comma-separated (default: the suite's)")
+    bench.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
+    bench.add_argument(
+        "--budget", help="per run: seconds of training (120s) or steps (2000); default per suite"
+    )
+    bench.add_argument("--out", help="results folder (default runs/bench_<suite>)")
+    bench.add_argument("--resume", action="store_true", help="skip runs already in results.csv")
+    bench.add_argument("--jobs", type=int, default=1, help="runs at once (cores split evenly)")
+    bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    bench.add_argument("--publish", help="also write the leaderboard into this markdown page")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+
     commands.add_parser("info", help="methods, datasets, presets, versions")
 
     data = commands.add_parser("data", help="fetch or list datasets")
@@ -102,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quiet", action="store_true")
     return parser
+
+
+def names(text: str) -> list[str]:
+    """`a,b` -> ["a", "b"] for comma-separated options."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -202,6 +229,25 @@ def cmd_compose(args: argparse.Namespace) -> None:
     print(f"{n} samples of the product of {len(args.runs)} models written to {out}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ebmlab.bench import bench
+
+    out = bench(
+        args.suite,
+        methods=args.methods,
+        data=args.data,
+        seeds=args.seeds,
+        budget=args.budget,
+        out=args.out,
+        resume=args.resume,
+        jobs=args.jobs,
+        device=args.device,
+        publish=args.publish,
+        progress=not args.quiet,
+    )
+    print(f"results: {out / 'results.csv'}\nleaderboard: {out / 'leaderboard.md'}")
+
+
 def cmd_info() -> None:
     import platform
 
@@ -276,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_eval(args)
         elif args.command == "compose":
             cmd_compose(args)
+        elif args.command == "bench":
+            cmd_bench(args)
         elif args.command == "info":
             cmd_info()
         elif args.command == "data":

@@ -50,6 +50,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     ema_decay: float = 0.0  # 0 switches EMA off; evaluation then uses the live weights
     eval_samples: int | None = None  # samples drawn for the final metrics; None = per data kind
+    max_seconds: float | None = None  # also stop after this much training time (resumes count)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -85,6 +85,22 @@ def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
     plt.close(fig)
 
 
+def save_sample_panels(methods: dict[str, Any], dataset: Dataset, path: Path, n: int = 64) -> None:
+    """Images only: the data, then n samples of each labelled method, one panel each."""
+    panels = {"data (test)": dataset.test[:n], **{k: m.sample(n) for k, m in methods.items()}}
+    columns = min(len(panels), 5)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for ax, (label, images) in zip(axes.flat, panels.items(), strict=False):
+        _show_images(ax, images.detach().cpu(), label)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def save_reconstruction_figure(test: Tensor, rebuilt: Tensor, path: Path) -> None:
     """Images only: rows of test images, each followed by a row of their reconstructions."""
     ncol = 8
@@ -134,7 +150,8 @@ def save_density_comparison(
     runs: dict[str, Run], dataset: Dataset, path: Path, n_samples: int = 2000
 ) -> None:
     """2D only: one column per labelled run, its density exp(-E)/Z above its samples, and the
-    data's density in the first column."""
+    data's density in the first column. A model whose exp(-E) is no density (GEBM) shows its
+    re-weighting exp(-E) and says so."""
     from ebmlab.metrics.toy2d import density_grid
 
     bounds = dataset.bounds
@@ -143,8 +160,9 @@ def save_density_comparison(
     _scatter(axes[1, 0], dataset.test[:n_samples], "data", bounds)
     for column, (label, run) in enumerate(runs.items(), start=1):
         method = run.method
+        title = label if method.energy_is_density else f"{label}: exp(-E), not p"
         _show_density(
-            axes[0, column], _neg_energy_grid(method.energy, method.device, bounds), bounds, label
+            axes[0, column], _neg_energy_grid(method.energy, method.device, bounds), bounds, title
         )
         _scatter(axes[1, column], method.sample(n_samples).detach().cpu(), "samples", bounds)
     for ax in axes.flat:
@@ -321,10 +339,11 @@ def write_report(
         save_ood_figure(run.method.energy, dataset.test, ood_sets, run.path / "ood.png")
         figures.append(("Energies of test data and OOD sets", "ood.png"))
     seconds = history[-1]["wall_s"] if history else 0.0
+    steps = int(history[-1]["step"]) if history else run.config.train.steps
     lines = [
         f"# {run.config.method} on {dataset.name}",
         "",
-        f"{run.config.train.steps} steps, about {seconds:.0f} s of training "
+        f"{steps} steps, about {seconds:.0f} s of training "
         f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
         "",
         *_sampling_lines(run.method),

@@ -31,6 +31,8 @@ from ebmlab.nets import EMA
 
 CHECKPOINT = "checkpoints/last.pt"
 
+clock = time.perf_counter  # training time; a test swaps in a fake clock
+
 
 class TrainingDiverged(EbmlabError):
     """A logged loss or energy became NaN or infinite."""
@@ -60,7 +62,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """Runs `config.train.steps` iterations of a method on a dataset, into `run_dir`."""
+    """Runs `config.train.steps` iterations of a method on a dataset, into `run_dir`, or fewer
+    when `config.train.max_seconds` of training time run out first."""
 
     def __init__(
         self,
@@ -136,7 +139,10 @@ class Trainer:
         return int(payload["step"])
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
-        """Train to `steps`; returns the logged rows (also in metrics.jsonl)."""
+        """Train to `steps` or `max_seconds`; returns the logged rows (also in metrics.jsonl).
+
+        Training time is the `wall_s` of metrics.jsonl: a resumed run counts its earlier time,
+        so a time budget spans interruptions, and nothing spent outside this loop counts."""
         checkpoint = self.run_dir / CHECKPOINT
         start = 0
         if resume:
@@ -155,9 +161,10 @@ class Trainer:
             dynamic_ncols=True,
             mininterval=0.1 if sys.stderr.isatty() else 10.0,  # logs and CI: a line every 10 s
         )
-        tick, tick_step = time.perf_counter(), start
+        tick, tick_step = clock(), start
         wall_start = tick - (log.rows[-1]["wall_s"] if log.rows else 0.0)
-        for step in range(start, self.cfg.steps):
+        first = start if not self._out_of_time(wall_start) else self.cfg.steps
+        for step in range(first, self.cfg.steps):
             logs = self.method.train_step(self.batch(step), step)
             for value in logs.values():
                 finite &= torch.isfinite(value).all()
@@ -165,10 +172,10 @@ class Trainer:
                 ema.update(getattr(self.method, name))
             done = step + 1
             bar.update(1)
-            last = done == self.cfg.steps
+            last = done == self.cfg.steps or self._out_of_time(wall_start)
             if done % self.cfg.log_every == 0 or last:
                 self._guard(finite, done, logs)
-                now = time.perf_counter()
+                now = clock()
                 row = {k: float(v) for k, v in logs.items()}
                 row |= {
                     "step": done,
@@ -183,8 +190,14 @@ class Trainer:
             if done % self.cfg.ckpt_every == 0 or last:
                 self._guard(finite, done, logs)
                 atomic_save(self.checkpoint_payload(done), checkpoint)
+            if last:
+                break
         bar.close()
         return log.rows
+
+    def _out_of_time(self, wall_start: float) -> bool:
+        limit = self.cfg.max_seconds
+        return limit is not None and clock() - wall_start >= limit
 
     def _guard(self, finite: Tensor, step: int, logs: dict[str, Tensor]) -> None:
         if bool(finite):

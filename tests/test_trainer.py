@@ -1,6 +1,7 @@
 """Trainer: exact resume, checkpoint contents, divergence guard, batch order, EMA wiring."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -124,3 +125,20 @@ def test_loaded_run_uses_ema_weights(tmp_path):
             assert torch.equal(dict(loaded.method.energy_net.named_parameters())[key], value)
     x = torch.randn(6, 2)
     assert torch.allclose(loaded.model.energy(x), run.model.energy(x))
+
+
+def test_time_budget_stops_early_and_spans_a_resume(tmp_path, monkeypatch):
+    clock = iter(range(10_000))  # a fake clock: one second per reading
+    monkeypatch.setattr(sys.modules["ebmlab.train"], "clock", lambda: float(next(clock)))
+    budget = {"train": {**TINY_CD["train"], "max_seconds": 12.0}}
+    run = quick(tmp_path / "run", 1000, overrides=ebmlab.config.merge(TINY_CD, budget))
+    rows = ebmlab.api.read_history(run.path)
+    first_stop = rows[-1]["step"]
+    assert 5 <= first_stop < 20 and checkpoint(run.path)["step"] == first_stop
+    assert rows[-1]["wall_s"] >= 12.0
+    quick(tmp_path / "run", 1000, resume=True)  # the budget is already spent: nothing runs
+    assert checkpoint(run.path)["step"] == first_stop
+    more = {"train": {"max_seconds": 30.0}}
+    quick(tmp_path / "run", 1000, resume=True, overrides=more)
+    rows = ebmlab.api.read_history(run.path)
+    assert first_stop < rows[-1]["step"] < 1000 and 30.0 <= rows[-1]["wall_s"] < 40.0

@@ -1,0 +1,338 @@
+"""`ebmlab bench`: every method on the same data, budgets and metrics, side by side.
+
+Each (method, dataset, seed) trains with its method's preset for the data, under one budget
+(seconds of training or steps, see `suites.py`), in its own process (`worker.py`): a crash, a
+hang or a divergence is recorded for that run and the others go on. Into the output folder:
+
+- results.csv: one row per run: every metric, steps, training seconds, it/s, peak memory,
+  diverged yes/no, and the error of a run that did not finish;
+- leaderboard.md: mean ± std over seeds per method and dataset, the best of each column in bold;
+- density_<data>.png (2D: each method's density beside the data's), samples_<data>.png (images:
+  each method's samples), quality_vs_time.png (each run's quality as it trained);
+- runs/<method>_<data>_s<seed>/: each run directory, with its report, spec.json, bench.json
+  and worker.log.
+
+`resume=True` skips the runs already in results.csv, so an interrupted bench continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ebmlab.bench.suites import SUITES, Suite
+from ebmlab.bench.tables import leaderboard, read_results, result_row, run_key, write_results
+from ebmlab.bench.worker import Budget, RunSpec
+from ebmlab.errors import EbmlabError
+
+__all__ = ["SUITES", "Budget", "RunSpec", "Suite", "bench", "plan_runs"]
+
+#: seconds a run may take beyond its training budget (start-up, scoring) before it is stopped
+TIMEOUT_MARGIN = 1200
+#: markers between which `publish` replaces a page's bench section
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def bench(
+    suite: str = "quick",
+    *,
+    methods: list[str] | None = None,
+    data: list[str] | None = None,
+    seeds: int | None = None,
+    budget: str | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    jobs: int = 1,
+    device: str = "auto",
+    publish: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run a bench suite and write its results folder; returns the folder.
+
+    Args:
+        suite: A name in `ebmlab.bench.SUITES` ("quick", "standard"): its datasets, budgets,
+            seeds and scored points.
+        methods: Method names (default: every registered method).
+        data: Dataset names (default: the suite's); one outside the suite needs `budget`.
+        seeds: Seeds per (method, dataset) (default: the suite's), seeds 0..seeds-1.
+        budget: Per-run budget for every dataset, e.g. "120s" (training seconds) or "2000"
+            (steps); default: the suite's per dataset.
+        out: The results folder (default runs/bench_<suite>).
+        resume: Continue the bench in `out`, skipping runs already in its results.csv.
+        jobs: Runs at once, each with cores/jobs threads.
+        device: Device of every run (auto, cpu, cuda, cuda:N).
+        publish: Also write the leaderboard into this markdown page (between the markers
+            `<!-- bench:begin -->` and `<!-- bench:end -->` when it has them) and copy the
+            figures to images/bench/ beside it.
+        progress: Show a progress bar over the runs.
+    """
+    if suite not in SUITES:
+        raise EbmlabError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    if jobs < 1:
+        raise EbmlabError(f"jobs must be at least 1, got {jobs}")
+    out = Path(out or f"runs/bench_{suite}")
+    datasets = load_datasets(data or list(SUITES[suite].budgets))
+    kinds = {name: dataset.kind for name, dataset in datasets.items()}
+    specs = plan_runs(SUITES[suite], out, methods, kinds, seeds, budget, device)
+    rows = read_results(out / "results.csv")
+    if rows and not resume:
+        raise EbmlabError(
+            f"{out} already holds a bench; pass resume=True (--resume) or another out"
+        )
+    todo = pending(specs, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    execute(todo, jobs, lambda result: record(out, rows, result), progress)
+    command = command_line(suite, methods, data, seeds, budget, jobs, device)
+    write_outputs(out, rows, specs, datasets, command, publish)
+    return out
+
+
+def plan_runs(
+    suite: Suite,
+    out: Path,
+    methods: list[str] | None,
+    kinds: dict[str, str],
+    seeds: int | None,
+    budget: str | None,
+    device: str,
+) -> list[RunSpec]:
+    """Every (dataset, method, seed) of the bench, in that order, validated; `kinds` maps
+    each dataset to its kind."""
+    from ebmlab.methods import METHODS, get_method
+
+    for name in methods or []:
+        get_method(name)
+    if seeds is not None and seeds < 1:
+        raise EbmlabError(f"seeds must be at least 1, got {seeds}")
+    budgets = {}
+    for name in kinds:
+        text = budget or suite.budgets.get(name) or _any_suite_budget(name)
+        budgets[name] = str(Budget.parse(text))
+    return [
+        RunSpec(
+            method,
+            name,
+            seed,
+            budgets[name],
+            str(out / "runs" / f"{method}_{_slug(name)}_s{seed}"),
+            suite.curve_points,
+            device,
+            suite.image_samples if kinds[name] == "image" else None,
+        )
+        for name in budgets
+        for method in methods or list(METHODS)
+        for seed in range(seeds or suite.seeds)
+    ]
+
+
+def _any_suite_budget(name: str) -> str:
+    for suite in SUITES.values():
+        if name in suite.budgets:
+            return suite.budgets[name]
+    raise EbmlabError(f"no suite has a budget for {name!r}: pass one, e.g. --budget 60s")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).stem or name)
+
+
+def load_datasets(names: list[str] | set[str]) -> dict[str, Any]:
+    """Each dataset of the bench, loaded once up front so a bad name fails before any run."""
+    from ebmlab.data import load_dataset
+
+    return {name: load_dataset(name) for name in names}
+
+
+def pending(specs: list[RunSpec], rows: list[dict[str, Any]]) -> list[RunSpec]:
+    """The specs without a row yet; a row at another budget cannot be continued."""
+    done = {run_key(row): row for row in rows}
+    todo = []
+    for spec in specs:
+        row = done.get((spec.method, spec.data, spec.seed))
+        if row is None:
+            todo.append(spec)
+        elif str(row["budget"]) != spec.budget:
+            raise EbmlabError(
+                f"results.csv has {spec.method} on {spec.data} at budget {row['budget']}, "
+                f"this bench asks for {spec.budget}; use another out"
+            )
+    return todo
+
+
+def execute(
+    specs: list[RunSpec], jobs: int, on_result: Callable[[dict], None], progress: bool
+) -> None:
+    """Run each spec in a worker process, `jobs` at a time, handing results over as they end."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    bar = tqdm(total=len(specs), desc="bench", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_in_process, spec, threads) for spec in specs]
+        for future in as_completed(futures):
+            result = future.result()
+            on_result(result)
+            bar.set_postfix_str(
+                f"{result['method']} on {result['data']} s{result['seed']}: {result['status']}"
+            )
+            bar.update(1)
+    bar.close()
+
+
+def run_in_process(spec: RunSpec, threads: int) -> dict[str, Any]:
+    """`python -m ebmlab.bench.worker` for one spec, in a fresh run directory; its result, or a
+    failure when it crashed, was killed or ran past its time."""
+    run_dir = Path(spec.run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)  # the remains of an interrupted bench
+    run_dir.mkdir(parents=True)
+    spec_file, result_file = run_dir / "spec.json", run_dir / "bench.json"
+    spec_file.write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    budget = Budget.parse(spec.budget)
+    timeout = budget.amount + TIMEOUT_MARGIN if budget.unit == "seconds" else None
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "ebmlab.bench.worker", str(spec_file), str(result_file)]
+    with (run_dir / "worker.log").open("w") as log:
+        try:
+            code = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return failure(spec, f"stopped after {timeout:.0f} s", result_file)
+    if code != 0 or not result_file.is_file():
+        return failure(
+            spec, f"worker exited with code {code}; see {run_dir / 'worker.log'}", result_file
+        )
+    return json.loads(result_file.read_text())
+
+
+def failure(spec: RunSpec, error: str, result_file: Path) -> dict[str, Any]:
+    result = {
+        **dataclasses.asdict(spec),
+        "status": "failed",
+        "error": error,
+        "metrics": {},
+        "curve": [],
+    }
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def record(out: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    """Add a finished run to results.csv at once, so an interrupted bench keeps it."""
+    rows.append(result_row(result))
+    write_results(out / "results.csv", rows)
+
+
+def write_outputs(
+    out: Path,
+    rows: list[dict[str, Any]],
+    specs: list[RunSpec],
+    datasets: dict[str, Any],
+    command: str,
+    publish: str | Path | None,
+) -> None:
+    """leaderboard.md and the figures, over every row in results.csv."""
+    from ebmlab.bench.figures import save_model_figures, save_quality_vs_time
+
+    rows = order_rows(rows, specs)
+    run_dirs = {
+        run_key(row): out / "runs" / f"{row['method']}_{_slug(row['data'])}_s{int(row['seed'])}"
+        for row in rows
+    }
+    datasets |= load_datasets(set(dict.fromkeys(row["data"] for row in rows)) - set(datasets))
+    kinds = {name: dataset.kind for name, dataset in datasets.items()}
+    figures = save_model_figures(rows, run_dirs, datasets, out)
+    save_quality_vs_time(rows, run_dirs, kinds, out / "quality_vs_time.png")
+    figures.insert(0, out / "quality_vs_time.png")
+    (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, prefix=""))
+    if publish is not None:
+        publish_page(
+            Path(publish), page(rows, kinds, command, figures, prefix="images/bench/"), figures
+        )
+
+
+def order_rows(rows: list[dict[str, Any]], specs: list[RunSpec]) -> list[dict[str, Any]]:
+    """Rows in the order of the plan, then any others results.csv holds."""
+    rank = {(s.method, s.data, s.seed): i for i, s in enumerate(specs)}
+    return sorted(rows, key=lambda row: rank.get(run_key(row), len(rank)))
+
+
+def page(rows, kinds, command: str, figures: list[Path], prefix: str) -> str:
+    header = "\n".join(
+        [
+            "# ebmlab bench",
+            "",
+            f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}.",
+            "",
+            "Each run trains in its own process with its method's preset for the data, for the "
+            "budget given (`90s`: seconds of training; `2000 steps`: iterations), then is scored "
+            "by `ebmlab.evaluate` with the data's standard OOD sets. Cells are mean ± std over "
+            "the seeds that finished; `-`: the method does not report it or no run finished. "
+            "Bold: the best mean of a column. Full rows: results.csv.",
+        ]
+    )
+    text = leaderboard(rows, kinds, header)
+    lines = ["", "## Figures", ""]
+    for figure in figures:
+        lines += [f"![{figure.stem}]({prefix}{figure.name})", ""]
+    return text + "\n".join(lines)
+
+
+def machine() -> str:
+    import torch
+
+    import ebmlab
+
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu} ({os.cpu_count()} cores){gpu}; ebmlab {ebmlab.__version__}, "
+        f"torch {torch.__version__}, python {platform.python_version()}"
+    )
+
+
+def command_line(suite, methods, data, seeds, budget, jobs, device) -> str:
+    parts = ["ebmlab bench", f"--suite {suite}"]
+    for flag, value in (("--methods", methods), ("--data", data)):
+        if value:
+            parts.append(f"{flag} {','.join(value)}")
+    for flag, value, default in (
+        ("--seeds", seeds, None),
+        ("--budget", budget, None),
+        ("--jobs", jobs, 1),
+        ("--device", device, "auto"),
+    ):
+        if value != default:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def publish_page(path: Path, text: str, figures: list[Path]) -> None:
+    """Write the leaderboard into `path` (between the bench markers if it has them) and copy
+    the figures to images/bench/ beside it."""
+    images = path.parent / "images" / "bench"
+    images.mkdir(parents=True, exist_ok=True)
+    for figure in figures:
+        shutil.copyfile(figure, images / figure.name)
+    section = f"{BEGIN}\n{text}\n{END}"
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN in old and END in old:
+        before, rest = old.split(BEGIN, 1)
+        section = before + section + rest.split(END, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(section if section.endswith("\n") else section + "\n")

@@ -1,0 +1,85 @@
+"""The bench's pictures: per 2D dataset each method's density beside the data's, per image
+dataset each method's samples, and each method's quality against training time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from ebmlab.report import save_density_comparison, save_sample_panels
+
+#: the quality-vs-time metric per data kind: one that every method reports
+CURVE_METRIC = {"toy2d": ("mmd2", "MMD² of samples"), "tabular": ("mmd2", "MMD² of samples")}
+CURVE_METRIC["image"] = ("fd_classifier", "FD in classifier features")
+
+
+def save_model_figures(
+    rows: list[dict[str, Any]], run_dirs: dict[tuple, Path], datasets: dict, out: Path
+) -> list[Path]:
+    """One density panel per method (2D) or sample grid per method (images) for each dataset,
+    from the first seed of each method that finished; returns the files written."""
+    import ebmlab
+
+    written = []
+    for name, dataset in datasets.items():
+        firsts = {}
+        for row in rows:
+            key = (row["method"], row["data"], int(row["seed"]))
+            if row["data"] == name and row["status"] == "ok" and row["method"] not in firsts:
+                firsts[row["method"]] = ebmlab.load(run_dirs[key])
+        if not firsts or dataset.kind == "tabular":
+            continue
+        if dataset.kind == "toy2d":
+            path = out / f"density_{name}.png"
+            save_density_comparison(firsts, dataset, path)
+        else:
+            path = out / f"samples_{name}.png"
+            save_sample_panels({m: run.method for m, run in firsts.items()}, dataset, path)
+        written.append(path)
+    return written
+
+
+def save_quality_vs_time(
+    rows: list[dict[str, Any]], run_dirs: dict[tuple, Path], kinds: dict[str, str], path: Path
+) -> None:
+    """One panel per dataset: each run's quality metric at each scored point of its training
+    against its training seconds; one colour per method, one line per seed."""
+    datasets = list(dict.fromkeys(row["data"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    columns = min(len(datasets), 4)
+    nrows = -(-len(datasets) // columns)
+    fig, axes = plt.subplots(nrows, columns, figsize=(4.2 * columns, 3.4 * nrows), squeeze=False)
+    for ax, data in zip(axes.flat, datasets, strict=False):
+        metric, label = CURVE_METRIC[kinds[data]]
+        for row in rows:
+            if row["data"] != data:
+                continue
+            points = _curve(row, run_dirs[(row["method"], data, int(row["seed"]))], metric)
+            if points:
+                seconds, values = zip(*points, strict=True)
+                ax.plot(seconds, values, "o-", color=colours[row["method"]], ms=3, lw=1)
+        ax.set_title(data)
+        ax.set_xlabel("training seconds")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+    for ax in axes.flat[len(datasets) :]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", label=m) for m in methods]
+    fig.legend(handles=handles, loc="center right", frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.1 / (4.2 * columns), 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _curve(row: dict[str, Any], run_dir: Path, metric: str) -> list[tuple[float, float]]:
+    """(training seconds, metric) at each scored point of a finished run, the end included."""
+    if row["status"] != "ok" or row.get(metric, "") == "":
+        return []
+    result_file = run_dir / "bench.json"
+    curve = json.loads(result_file.read_text())["curve"] if result_file.is_file() else []
+    points = [(p["wall_s"], p[metric]) for p in curve if metric in p]
+    return [*points, (float(row["wall_s"]), float(row[metric]))]

@@ -1,0 +1,50 @@
+"""The bench suites: which data, how many seeds, and the budget of each run.
+
+Every registered method takes part unless `--methods` says otherwise, so a method that lands
+later joins by being registered. A dataset joins a suite with one line: its name and budget.
+A budget is wall-clock seconds of training ("90s") or training steps ("2000").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Datasets with their per-run budgets, seeds per (method, dataset), how many times each
+    run is scored on the way (the quality-vs-time curve; the last point is the end), and the
+    samples drawn to score image models (a sampler's cost grows with them)."""
+
+    budgets: dict[str, str]
+    seeds: int
+    curve_points: int
+    image_samples: int = 500
+
+
+SUITES = {
+    "quick": Suite(
+        budgets={
+            "8gaussians": "10s",
+            "rings": "10s",
+        },
+        seeds=1,
+        curve_points=2,
+    ),
+    "standard": Suite(
+        budgets={
+            "8gaussians": "10s",
+            "25gaussians": "10s",
+            "checkerboard": "10s",
+            "rings": "10s",
+            "thinrings": "10s",
+            "2spirals": "10s",
+            "pinwheel": "10s",
+            "swissroll": "10s",
+            "moons": "10s",
+            "mnist": "90s",
+        },
+        seeds=3,
+        curve_points=3,
+    ),
+}

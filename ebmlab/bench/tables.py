@@ -1,0 +1,184 @@
+"""results.csv (one row per run) and leaderboard.md (mean ± std over seeds, best in bold)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: the columns every row has, before its metrics
+RUN_COLUMNS = [
+    "method",
+    "data",
+    "seed",
+    "budget",
+    "status",
+    "diverged",
+    "steps",
+    "wall_s",
+    "it_per_s",
+    "peak_mem_mb",
+    "device",
+]
+
+#: leaderboard metrics in column order: name -> (heading, True when higher is better);
+#: `auroc/<set>` columns join for every OOD set some run reports
+QUALITY = {
+    "kl": ("KL", False),
+    "nll": ("NLL", False),
+    "mmd2": ("MMD²", False),
+    "fd_classifier": ("FD", False),
+    "kid": ("KID", False),
+    "recon_rmse_test": ("recon RMSE", False),
+    "inpaint_psnr": ("inpaint PSNR", True),
+}
+#: cost columns: name -> (heading, True/False when higher/lower is better, None: not ranked,
+#: as training seconds are the budget itself when it is time)
+COST = {
+    "it_per_s": ("it/s", True),
+    "wall_s": ("train s", None),
+    "peak_mem_mb": ("peak MB", False),
+}
+#: the summary's metric per data kind: samples against data, which every method can report
+HEADLINE = {"toy2d": ("kl", "mmd2"), "image": ("fd_classifier",), "tabular": ("mmd2",)}
+
+
+def run_key(row: dict[str, Any]) -> tuple[str, str, int]:
+    return row["method"], row["data"], int(row["seed"])
+
+
+def result_row(result: dict[str, Any]) -> dict[str, Any]:
+    """A worker's result as one flat results.csv row."""
+    row = {column: result.get(column, "") for column in RUN_COLUMNS}
+    row["diverged"] = "yes" if result["status"] == "diverged" else "no"
+    row |= result.get("metrics", {})
+    row["error"] = result.get("error", "")
+    return row
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The rows of a results.csv; numbers come back as floats, missing values as ""."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    """All rows, with the union of their metric columns; written whole, then renamed."""
+    metrics = sorted({k for row in rows for k in row} - set(RUN_COLUMNS) - {"error"})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, [*RUN_COLUMNS, *metrics, "error"], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _number(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def leaderboard(rows: list[dict[str, Any]], kinds: dict[str, str], header: str) -> str:
+    """Markdown: a summary of the headline metrics, then one table per dataset."""
+    datasets = list(dict.fromkeys(row["data"] for row in rows))
+    lines = [header, "", "## Summary", "", *summary_table(rows, datasets, kinds), ""]
+    for data in datasets:
+        subset = [row for row in rows if row["data"] == data]
+        seeds = len({row["seed"] for row in subset})
+        budget = subset[0]["budget"]
+        lines += [
+            f"## {data}",
+            "",
+            f"{kinds[data]} data, budget {budget} per run, {seeds} seed(s).",
+            "",
+        ]
+        lines += [*dataset_table(subset), ""]
+    return "\n".join(lines)
+
+
+def summary_table(
+    rows: list[dict[str, Any]], datasets: list[str], kinds: dict[str, str]
+) -> list[str]:
+    columns = [(data, metric) for data in datasets for metric in HEADLINE.get(kinds[data], ())]
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    cells = {
+        (method, column): _values(rows, method, column[0], column[1])
+        for method in methods
+        for column in columns
+    }
+    headings = [f"{data} {QUALITY[metric][0]}" for data, metric in columns]
+    table = [_table_row(["method", *headings]), _table_row(["---"] * (len(columns) + 1))]
+    best = {c: _best([cells[m, c] for m in methods], QUALITY[c[1]][1]) for c in columns}
+    for method in methods:
+        texts = [_cell(cells[method, c], best[c]) for c in columns]
+        table.append(_table_row([method, *texts]))
+    return table
+
+
+def dataset_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per method: quality metrics, OOD AUROCs, cost, and diverged runs out of all."""
+    present = {k for row in rows for k, v in row.items() if v != ""}
+    aurocs = sorted(k for k in present if k.startswith("auroc/"))
+    quality = [k for k in QUALITY if k in present] + aurocs
+    directions = {k: QUALITY.get(k, (k, True))[1] for k in quality} | {
+        k: better for k, (_, better) in COST.items()
+    }
+    columns = quality + list(COST)
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    data = rows[0]["data"]
+    cells = {(m, k): _values(rows, m, data, k) for m in methods for k in columns}
+    best = {k: _best([cells[m, k] for m in methods], directions[k]) for k in columns}
+    headings = [QUALITY.get(k, (k.removeprefix("auroc/") + " AUROC",))[0] for k in quality]
+    headings += [heading for heading, _ in COST.values()]
+    table = [
+        _table_row(["method", *headings, "diverged"]),
+        _table_row(["---"] * (len(columns) + 2)),
+    ]
+    for method in methods:
+        runs = [row for row in rows if row["method"] == method]
+        failed = sum(row["status"] != "ok" for row in runs)
+        texts = [_cell(cells[method, k], best[k]) for k in columns]
+        table.append(_table_row([method, *texts, f"{failed}/{len(runs)}"]))
+    return table
+
+
+def _values(rows: Iterable[dict[str, Any]], method: str, data: str, key: str) -> list[float]:
+    """The finite values of `key` over the seeds of (method, data) that finished."""
+    found = [
+        row.get(key, "")
+        for row in rows
+        if row["method"] == method and row["data"] == data and row["status"] == "ok"
+    ]
+    return [float(v) for v in found if v != "" and math.isfinite(float(v))]
+
+
+def _best(cells: list[list[float]], higher_is_better: bool | None) -> float | None:
+    means = [float(np.mean(values)) for values in cells if values]
+    if len(means) < 2 or higher_is_better is None:
+        return None
+    return max(means) if higher_is_better else min(means)
+
+
+def _cell(values: list[float], best: float | None) -> str:
+    if not values:
+        return "-"
+    mean = float(np.mean(values))
+    text = _fmt(mean) if len(values) == 1 else f"{_fmt(mean)} ± {_fmt(np.std(values, ddof=1))}"
+    return f"**{text}**" if best is not None and mean == best else text
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"

@@ -1,0 +1,130 @@
+"""`ebmlab bench`: a tiny suite end to end, resume, a failing run kept apart, and the tables."""
+
+import csv
+import math
+import subprocess
+import sys
+
+import pytest
+
+from ebmlab.bench import BEGIN, END, RunSpec, bench, publish_page, run_in_process
+from ebmlab.bench.tables import dataset_table, read_results, summary_table
+from ebmlab.bench.worker import Budget
+from ebmlab.errors import EbmlabError
+
+TINY_BENCH = {"methods": ["dsm", "bidvl"], "data": ["8gaussians"], "budget": "30"}
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "b"
+    command = [sys.executable, "-m", "ebmlab", "bench", "--methods", "dsm,bidvl"]
+    command += ["--data", "8gaussians", "--budget", "30", "--jobs", "2", "--quiet"]
+    result = subprocess.run(
+        [*command, "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_tiny_suite_writes_finite_results_leaderboard_and_figures(tiny_bench):
+    with (tiny_bench / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((r["method"], r["data"], r["seed"]) for r in rows) == [
+        ("bidvl", "8gaussians", "0"),
+        ("dsm", "8gaussians", "0"),
+    ]
+    for row in rows:
+        assert row["status"] == "ok" and row["diverged"] == "no" and row["budget"] == "30 steps"
+        assert int(float(row["steps"])) == 30
+        assert float(row["peak_mem_mb"]) > 10 and float(row["it_per_s"]) > 0
+        for key in ("kl", "nll", "mmd2", "auroc/off-data", "wall_s"):
+            assert math.isfinite(float(row[key])), (row["method"], key)
+    assert math.isfinite(float(next(r for r in rows if r["method"] == "bidvl")["recon_rmse_test"]))
+    board = (tiny_bench / "leaderboard.md").read_text()
+    assert "| dsm |" in board and "| bidvl |" in board and "**" in board
+    assert "ebmlab bench --suite quick --methods dsm,bidvl" in board
+    for figure in ("density_8gaussians.png", "quality_vs_time.png"):
+        assert (tiny_bench / figure).stat().st_size > 10_000
+        assert f"]({figure})" in board
+    curve = (tiny_bench / "runs/dsm_8gaussians_s0/bench.json").read_text()
+    assert '"step": 15' in curve  # the quick suite scores each run once half-way
+
+
+def test_resume_skips_finished_runs_and_adds_new_ones(tiny_bench):
+    log = tiny_bench / "runs/dsm_8gaussians_s0/worker.log"
+    before = log.stat().st_mtime_ns
+    with pytest.raises(EbmlabError, match="--resume"):
+        bench("quick", out=tiny_bench, progress=False, **TINY_BENCH)
+    bench("quick", out=tiny_bench, resume=True, progress=False, **TINY_BENCH)
+    assert log.stat().st_mtime_ns == before
+    with pytest.raises(EbmlabError, match="budget 30 steps"):
+        bench("quick", out=tiny_bench, resume=True, progress=False, **TINY_BENCH | {"budget": "9"})
+
+
+def test_a_failing_run_is_recorded_not_raised(tmp_path):
+    spec = RunSpec("dsm", "no-such-data", 0, "5", str(tmp_path / "run"))
+    result = run_in_process(spec, threads=1)
+    assert result["status"] == "failed" and "no-such-data" in result["error"]
+    assert (tmp_path / "run/bench.json").is_file()
+
+
+def test_budget_is_seconds_or_whole_steps():
+    assert Budget.parse("90s") == Budget("seconds", 90.0)
+    assert Budget.parse("2000") == Budget.parse("2000 steps") == Budget("steps", 2000)
+    assert str(Budget.parse("2.5s")) == "2.5s" and str(Budget.parse("40")) == "40 steps"
+    assert Budget("seconds", 90.0).limits(0.5) == {"steps": 10**9, "max_seconds": 45.0}
+    assert Budget("steps", 30).limits(0.5) == {"steps": 15, "max_seconds": None}
+    for bad in ("", "-5", "0", "5min", "2.5"):
+        with pytest.raises(EbmlabError):
+            Budget.parse(bad)
+
+
+def rows_of(values):
+    return [
+        {
+            "method": m,
+            "data": "d",
+            "seed": s,
+            "status": status,
+            "kl": kl,
+            "wall_s": 1.0,
+            "it_per_s": 10.0,
+            "peak_mem_mb": 100.0,
+            "budget": "10s",
+        }
+        for m, s, status, kl in values
+    ]
+
+
+def test_leaderboard_cells_are_mean_and_std_of_finished_seeds_best_in_bold():
+    rows = rows_of(
+        [("a", 0, "ok", 1.0), ("a", 1, "ok", 3.0), ("b", 0, "ok", 0.5), ("b", 1, "diverged", "")]
+    )
+    table = dataset_table(rows)
+    assert table[0].startswith("| method | KL |")
+    assert "| a | 2 ± 1.41 |" in table[2] and table[2].endswith("| 0/2 |")
+    assert "| b | **0.5** |" in table[3] and table[3].endswith("| 1/2 |")
+    summary = summary_table(rows, ["d"], {"d": "toy2d"})
+    assert summary[0] == "| method | d KL | d MMD² |" and summary[3] == "| b | **0.5** | - |"
+
+
+def test_results_csv_round_trips_numbers_and_blanks(tmp_path):
+    from ebmlab.bench.tables import write_results
+
+    rows = rows_of([("a", 0, "ok", 1.5), ("b", 0, "failed", "")])
+    write_results(tmp_path / "results.csv", rows)
+    back = read_results(tmp_path / "results.csv")
+    assert back[0]["kl"] == 1.5 and back[1]["kl"] == "" and back[1]["status"] == "failed"
+
+
+def test_publish_replaces_only_the_bench_section(tmp_path):
+    figure = tmp_path / "q.png"
+    figure.write_bytes(b"png")
+    page = tmp_path / "docs/results.md"
+    page.parent.mkdir()
+    page.write_text(f"# Results\n\nintro\n\n{BEGIN}\nold\n{END}\n\n## Tabular\nkept\n")
+    publish_page(page, "new board", [figure])
+    text = page.read_text()
+    assert "new board" in text and "old" not in text and "intro" in text and "kept" in text
+    assert (tmp_path / "docs/images/bench/q.png").read_bytes() == b"png"
