@@ -55,7 +55,7 @@ def bench(
     budget: str | None = None,
     out: str | Path | None = None,
     resume: bool = False,
-    jobs: int = 1,
+    jobs: int | None = None,
     device: str = "auto",
     publish: str | Path | None = None,
     progress: bool = True,
@@ -72,7 +72,8 @@ def bench(
             (steps); default: the suite's per dataset.
         out: The results folder (default runs/bench_<suite>).
         resume: Continue the bench in `out`, skipping runs already in its results.csv.
-        jobs: Runs at once, each with cores/jobs threads.
+        jobs: Runs at once, each with cores/jobs threads. Default: one per core on a CPU
+            (one thread each, so no run competes for another's cores), one on a GPU.
         device: Device of every run (auto, cpu, cuda, cuda:N).
         publish: Also write the leaderboard into this markdown page (between the markers
             `<!-- bench:begin -->` and `<!-- bench:end -->` when it has them) and copy the
@@ -81,6 +82,7 @@ def bench(
     """
     if suite not in SUITES:
         raise EbmlabError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    requested_jobs, jobs = jobs, default_jobs(device) if jobs is None else jobs
     if jobs < 1:
         raise EbmlabError(f"jobs must be at least 1, got {jobs}")
     out = Path(out or f"runs/bench_{suite}")
@@ -95,9 +97,15 @@ def bench(
     todo = pending(specs, rows)
     out.mkdir(parents=True, exist_ok=True)
     execute(todo, jobs, lambda result: record(out, rows, result), progress)
-    command = command_line(suite, methods, data, seeds, budget, jobs, device)
+    command = command_line(suite, methods, data, seeds, budget, requested_jobs, device)
     write_outputs(out, rows, specs, datasets, command, publish)
     return out
+
+
+def default_jobs(device: str) -> int:
+    from ebmlab.api import resolve_device
+
+    return (os.cpu_count() or 1) if resolve_device(device).type == "cpu" else 1
 
 
 def plan_runs(
@@ -314,7 +322,7 @@ def command_line(suite, methods, data, seeds, budget, jobs, device) -> str:
     for flag, value, default in (
         ("--seeds", seeds, None),
         ("--budget", budget, None),
-        ("--jobs", jobs, 1),
+        ("--jobs", jobs, None),
         ("--device", device, "auto"),
     ):
         if value != default:
