@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench results clean
 
 # torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
 # `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
@@ -36,6 +36,11 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.installed
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+# the standard bench suite into docs/results.md (an hour on 2 CPU cores; continues if cut off)
+results: $(VENV)/.installed
+	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
+	$(VENV)/bin/ebmlab bench --suite standard --resume --publish docs/results.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -256,6 +256,7 @@ def cmd_info() -> None:
     import torch
 
     import ebmlab
+    from ebmlab.bench import SUITES
     from ebmlab.config import preset_names
     from ebmlab.data import dataset_names
     from ebmlab.data.fetch import cache_root
@@ -277,6 +278,9 @@ def cmd_info() -> None:
         print(f"  {name:<14}{description}")
     print(f"\npresets: {', '.join(preset_names())}")
     print(f"OOD sets for eval --ood: {', '.join(DERIVED)}, standard, or any dataset above")
+    for name, suite in SUITES.items():
+        budgets = ", ".join(f"{data} {budget}" for data, budget in suite.budgets.items())
+        print(f"bench --suite {name}: {suite.seeds} seed(s); {budgets}")
     print(f"data cache: {cache_root()}")
 
 
