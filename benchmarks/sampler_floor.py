@@ -1,0 +1,118 @@
+"""How close ebmlab's samplers come to the cost floor of one Langevin step.
+
+    python benchmarks/sampler_floor.py [--device cpu|cuda] [--compile] [--repeats 7]
+
+A Langevin step cannot cost less than one forward and one input-backward of the energy net.
+For each workload this times that pair in isolation (the floor: `x.requires_grad_()`, forward,
+`torch.autograd.grad`, parameters frozen as during sampling) and one step of ebmlab's Langevin,
+MALA and HMC (per gradient evaluation), and prints each step's time divided by the floor. With
+`--compile` it adds `Langevin(compile=True)` (forward, backward and update in one compiled
+graph) and the floor of the compiled net alone, both divided by the eager floor. Each figure is
+the median over `--repeats` timed runs after a warm-up; prints a table, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ebmlab.api import resolve_device
+from ebmlab.nets import build_energy
+from ebmlab.samplers import HMC, MALA, Langevin, frozen_params
+
+#: name -> (data shape, chains, energy net options)
+WORKLOADS = {
+    "mlp 2D": ((2,), 10_000, {"kind": "mlp", "hidden": 128, "depth": 3, "activation": "swish"}),
+    "conv 1x28x28": ((1, 28, 28), 256, {"kind": "conv"}),
+    "resnet 3x32x32": ((3, 32, 32), 64, {"kind": "resnet"}),
+}
+STEPS = 20  # sampler steps per timed run
+
+
+def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    run()  # warm-up: allocations, cuDNN autotuning, compilation
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def floor_pair(net: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """One forward and one input-backward, STEPS times."""
+
+    def run() -> torch.Tensor:
+        for _ in range(STEPS):
+            y = x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(net(y).sum(), y)
+        return grad
+
+    return run
+
+
+def sampler_run(sampler, net: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    return lambda: sampler(net, x)[0]
+
+
+def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    shape, chains, options = WORKLOADS[name]
+    net = build_energy(shape, **options).to(device)
+    x = torch.randn(chains, *shape, device=device)
+    leapfrog = 5
+    samplers = {
+        "langevin": Langevin(steps=STEPS, step_size=1e-3),
+        "mala": MALA(steps=STEPS, step_size=1e-3),
+        "hmc": HMC(steps=STEPS // leapfrog, step_size=1e-3, leapfrog_steps=leapfrog),
+    }
+    if args.compile:
+        samplers["langevin compiled"] = Langevin(steps=STEPS, step_size=1e-3, compile=True)
+    with frozen_params(net):
+        floor = median_seconds(floor_pair(net, x), args.repeats, device)
+        row = {"floor ms": 1000 * floor / STEPS}
+        for label, sampler in samplers.items():
+            seconds = median_seconds(sampler_run(sampler, net, x), args.repeats, device)
+            row[label] = seconds / floor
+        if args.compile:
+            compiled = torch.compile(net)
+            row["compiled net floor"] = (
+                median_seconds(floor_pair(compiled, x), args.repeats, device) / floor
+            )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(
+        f"device {device} ({where}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {STEPS} steps per run, median of {args.repeats}"
+    )
+    rows = {name: measure(name, args, device) for name in args.workloads}
+    columns = list(next(iter(rows.values())))
+    print("| workload | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        cells = [f"{row[c]:.3f}" if c != "floor ms" else f"{row[c]:.2f}" for c in columns]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("Ratios are time per step / floor time; MALA and HMC per gradient evaluation.")
+
+
+if __name__ == "__main__":
+    main()

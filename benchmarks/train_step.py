@@ -1,0 +1,116 @@
+"""Time per training iteration of each method with its preset, split into sampling and update.
+
+    python benchmarks/train_step.py [--steps 20] [--data 8gaussians mnist] [--device cuda]
+
+Times `train_step` alone (no logging, checkpoints or data loading) on one fixed batch, after a
+warm-up step, and splits each iteration into: sampling, the time inside ebmlab's samplers
+(`Langevin`, `MALA`, `HMC`: the MCMC of every method that runs one); update, the time inside
+`Method.update` (backward passes and optimiser steps); other, the rest (the losses' forward
+passes, replay buffer, generators and encoders outside a chain). Prints a table in milliseconds;
+asserts nothing. A method whose preset does not fit the data gets its reason instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import torch
+
+from ebmlab.api import build_method_config, resolve_config, resolve_device
+from ebmlab.data import load_dataset
+from ebmlab.errors import EbmlabError
+from ebmlab.methods import METHODS, Method, get_method
+from ebmlab.samplers import HMC, MALA, Langevin
+
+TIMED = {"sampling": [(Langevin, "__call__"), (MALA, "__call__"), (HMC, "__call__")]}
+TIMED["update"] = [(Method, "update")]
+
+
+@contextlib.contextmanager
+def timed_parts(device: torch.device, totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the functions in TIMED so their seconds add up in `totals` (outermost calls only:
+    a sampler inside a sampler counts once)."""
+    depth = defaultdict(int)
+    originals = []
+
+    def wrap(part: str, function):
+        def timed(*args, **kwargs):
+            depth[part] += 1
+            sync(device)
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                sync(device)
+                depth[part] -= 1
+                if depth[part] == 0:
+                    totals[part] += time.perf_counter() - start
+
+        return timed
+
+    for part, targets in TIMED.items():
+        for owner, name in targets:
+            originals.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, wrap(part, getattr(owner, name)))
+    try:
+        yield
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def milliseconds_per_step(name: str, data: str, steps: int, device: torch.device) -> dict:
+    dataset = load_dataset(data)
+    config = resolve_config(name, dataset, data, None, None)
+    method = get_method(name)(build_method_config(config), dataset.shape).to(device)
+    batch = dataset.train[: config.data.batch_size].to(device)
+    method.train_step(batch, 0)  # warm-up: first-call allocations
+    totals: dict[str, float] = defaultdict(float)
+    with timed_parts(device, totals):
+        sync(device)
+        start = time.perf_counter()
+        for step in range(1, steps + 1):
+            method.train_step(batch, step)
+        sync(device)
+        total = time.perf_counter() - start
+    parts = {"total": total, "sampling": totals["sampling"], "update": totals["update"]}
+    parts["other"] = total - parts["sampling"] - parts["update"]
+    return {key: 1000 * value / steps for key, value in parts.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--data", nargs="+", default=["8gaussians", "mnist"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "| data | method | ms / iteration | sampling | update | other |\n|---|---|---|---|---|---|"
+    )
+    for data in args.data:
+        for name in args.methods:
+            try:
+                ms = milliseconds_per_step(name, data, args.steps, device)
+                cells = [f"{ms[k]:.1f}" for k in ("total", "sampling", "update", "other")]
+            except EbmlabError as err:
+                cells = [f"- ({err})", "", "", ""]
+            print(f"| {data} | {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
