@@ -32,7 +32,7 @@ from ebmlab.data.scaling import Scaler
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method, get_method
 from ebmlab.nets import EMA
-from ebmlab.train import CHECKPOINT, Trainer
+from ebmlab.train import CHECKPOINT, Trainer, check_speed_options
 
 DataSpec = str | os.PathLike | np.ndarray
 
@@ -207,6 +207,8 @@ def train(
         run_config = resolve_config(
             method, dataset, data, config, merge(overrides or {}, shortcuts)
         )
+    device = resolve_device(run_config.train.device)
+    check_speed_options(run_config.train, dataset, device)  # before the run directory exists
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
     torch.manual_seed(run_config.train.seed)  # network initialisation repeats per seed
@@ -216,7 +218,7 @@ def train(
         dataset,
         run_config,
         run_dir,
-        resolve_device(run_config.train.device),
+        device,
         progress=progress,
     )
     trainer.fit(resume=resume)

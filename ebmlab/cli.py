@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--no-eval", action="store_true", help="skip final metrics and report")
+    train.add_argument(
+        "--compile", action="store_true", help="compiled Langevin steps (train.compile)"
+    )
+    train.add_argument(
+        "--amp", choices=["none", "bf16"], help="bfloat16 autocast on CUDA (train.amp)"
+    )
+    train.add_argument(
+        "--channels-last", action="store_true", help="NHWC layout for images (train.channels_last)"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sample = commands.add_parser("sample", help="draw samples from a trained run")
@@ -147,15 +156,18 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> None:
     import ebmlab
-    from ebmlab.config import parse_overrides
+    from ebmlab.config import merge, parse_overrides
 
+    speed = {"compile": args.compile or None, "amp": args.amp}
+    speed["channels_last"] = args.channels_last or None
+    flags = {"train": {key: value for key, value in speed.items() if value is not None}}
     run = ebmlab.train(
         args.method,
         data=args.data,
         steps=args.steps,
         out=args.out,
         config=args.config,
-        overrides=parse_overrides(overrides),
+        overrides=merge(parse_overrides(overrides), flags),
         seed=args.seed,
         device=args.device,
         resume=args.resume,

@@ -51,6 +51,12 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 switches EMA off; evaluation then uses the live weights
     eval_samples: int | None = None  # samples drawn for the final metrics; None = per data kind
     max_seconds: float | None = None  # also stop after this much training time (resumes count)
+    compile: bool = False  # torch.compile each Langevin step of training (see Langevin)
+    amp: str = "none"  # "bf16": forward passes in bfloat16 autocast (CUDA only)
+    channels_last: bool = False  # image nets and batches in NHWC memory layout
+
+    def __post_init__(self):
+        check_choices(**{"train.amp": (self.amp, ("none", "bf16"))})
 
 
 @dataclass(frozen=True)

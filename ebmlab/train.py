@@ -23,11 +23,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ebmlab.config import RunConfig
+from ebmlab.config import RunConfig, TrainConfig
 from ebmlab.data import Dataset
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method
 from ebmlab.nets import EMA
+from ebmlab.samplers import compiled_langevin
 
 CHECKPOINT = "checkpoints/last.pt"
 
@@ -61,6 +62,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def check_speed_options(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> None:
+    if cfg.amp == "bf16" and device.type != "cuda":
+        raise EbmlabError("train.amp=bf16 needs a CUDA device; on a CPU train in float32")
+    if cfg.channels_last and len(dataset.shape) != 3:
+        raise EbmlabError(f"train.channels_last needs image data, got shape {dataset.shape}")
+
+
 class Trainer:
     """Runs `config.train.steps` iterations of a method on a dataset, into `run_dir`, or fewer
     when `config.train.max_seconds` of training time run out first."""
@@ -74,14 +82,19 @@ class Trainer:
         device: torch.device,
         progress: bool = True,
     ):
-        self.method = method.to(device)
+        self.cfg = config.train
+        check_speed_options(self.cfg, dataset, device)
+        layout = torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        self.method = method.to(device, memory_format=layout)
         self.dataset = dataset
         self.config = config
-        self.cfg = config.train
         self.run_dir = Path(run_dir)
         self.device = device
         self.progress = progress
+        # in-memory data lives on the device and batches are taken by index: no loader workers
         self.train_data = dataset.train.to(device)
+        if self.cfg.channels_last:
+            self.train_data = self.train_data.contiguous(memory_format=torch.channels_last)
         self.batch_size = min(config.data.batch_size, len(self.train_data))
         self.emas = {
             name: EMA(getattr(method, name), self.cfg.ema_decay)
@@ -165,7 +178,8 @@ class Trainer:
         wall_start = tick - (log.rows[-1]["wall_s"] if log.rows else 0.0)
         first = start if not self._out_of_time(wall_start) else self.cfg.steps
         for step in range(first, self.cfg.steps):
-            logs = self.method.train_step(self.batch(step), step)
+            with self.speed_options():
+                logs = self.method.train_step(self.batch(step), step)
             for value in logs.values():
                 finite &= torch.isfinite(value).all()
             for name, ema in self.emas.items():
@@ -194,6 +208,16 @@ class Trainer:
                 break
         bar.close()
         return log.rows
+
+    @contextlib.contextmanager
+    def speed_options(self) -> Iterator[None]:
+        """`train.compile` (compiled Langevin steps) and `train.amp` (bfloat16 autocast of the
+        forward passes; `Method.update` runs backward outside it) around one train_step."""
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"
+        )
+        with compiled_langevin(self.cfg.compile), autocast:
+            yield
 
     def _out_of_time(self, wall_start: float) -> bool:
         limit = self.cfg.max_seconds

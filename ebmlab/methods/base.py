@@ -75,10 +75,12 @@ class Method(nn.Module, ABC):
         optimizer.zero_grad(set_to_none=True)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         norms = {}
-        if isinstance(loss, Mapping):
-            norms = _backward_parts(loss, params)
-        else:
-            loss.backward()
+        # backward passes run outside any autocast (train.amp), in the forward ops' dtypes
+        with torch.autocast(self.device.type, enabled=False):
+            if isinstance(loss, Mapping):
+                norms = _backward_parts(loss, params)
+            else:
+                loss.backward()
         if clip is not None:
             nn.utils.clip_grad_norm_(params, clip)
         if before_step is not None:

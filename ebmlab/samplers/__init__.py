@@ -7,7 +7,14 @@ chains, and work under a caller's `torch.no_grad()`.
 
 from ebmlab.samplers.buffer import ReplayBuffer
 from ebmlab.samplers.hmc import HMC
-from ebmlab.samplers.langevin import Energy, Langevin, energy_grad, frozen_params, langevin_step
+from ebmlab.samplers.langevin import (
+    Energy,
+    Langevin,
+    compiled_langevin,
+    energy_grad,
+    frozen_params,
+    langevin_step,
+)
 from ebmlab.samplers.mala import MALA
 
 __all__ = [
@@ -18,5 +25,6 @@ __all__ = [
     "ReplayBuffer",
     "energy_grad",
     "frozen_params",
+    "compiled_langevin",
     "langevin_step",
 ]

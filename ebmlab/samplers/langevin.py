@@ -12,6 +12,7 @@ T = noise^2 / (2 * step_size), close to 0; `Langevin.temperature` reports it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 from collections.abc import Callable, Iterator
@@ -82,6 +83,20 @@ def _pure_update(
     return x - step_size * clipped + scaled_noise, grad
 
 
+_compile_all = contextvars.ContextVar("compile_all_langevin_steps", default=False)
+
+
+@contextlib.contextmanager
+def compiled_langevin(enabled: bool = True) -> Iterator[None]:
+    """Within the block, every `Langevin` runs compiled steps (as with compile=True): how the
+    Trainer's `train.compile` reaches the samplers that methods build themselves."""
+    token = _compile_all.set(enabled)
+    try:
+        yield
+    finally:
+        _compile_all.reset(token)
+
+
 @functools.cache
 def _compiled_update() -> Callable:
     """`_pure_update` compiled, once per process (torch's guards recompile it per energy net
@@ -148,7 +163,7 @@ class Langevin:
         for k in range(self.steps):
             if self.transition is not None and self.every and k % self.every == 0:
                 x = self.transition(x).detach()  # opens each block of `every` steps
-            if self.compile:
+            if self.compile or _compile_all.get():
                 scaled_noise = self.noise_std * _noise_like(x, generator)
                 x, grad = _compiled_update()(
                     energy, x, scaled_noise, self.step_size, self.grad_clip
