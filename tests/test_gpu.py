@@ -129,9 +129,13 @@ def test_channels_last_on_cuda_follows_the_default_layout(tmp_path):
     from ebmlab.config import merge
     from tests.test_speed import IMAGES, assert_close_weights, trained_weights
 
+    """One step, weights only: the replay buffer's scattered writes of duplicate indices are
+    unordered on a GPU, so from the second step on two runs differ in either layout."""
     cuda = merge(IMAGES, {"train": {"device": "cuda"}})
-    plain = trained_weights(tmp_path, "plain", "digits", cuda, steps=3)
-    nhwc = trained_weights(
-        tmp_path, "nhwc", "digits", merge(cuda, {"train": {"channels_last": True}}), steps=3
-    )
-    assert_close_weights(nhwc, plain, atol=1e-3)  # TF32 convolutions; weights move ~4e-2
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):  # fp32 in both layouts
+        plain = trained_weights(tmp_path, "plain", "digits", cuda, steps=1)
+        nhwc = trained_weights(
+            tmp_path, "nhwc", "digits", merge(cuda, {"train": {"channels_last": True}}), steps=1
+        )
+    weights = [k for k in plain if k.startswith("energy_net.")]
+    assert_close_weights({k: nhwc[k] for k in weights}, {k: plain[k] for k in weights}, 1e-5)
