@@ -9,7 +9,7 @@ import pytest
 
 from ebmlab.bench import BEGIN, END, RunSpec, bench, publish_page, run_in_process
 from ebmlab.bench.tables import dataset_table, read_results, summary_table
-from ebmlab.bench.worker import Budget
+from ebmlab.bench.spec import Budget
 from ebmlab.errors import EbmlabError
 
 TINY_BENCH = {"methods": ["dsm", "bidvl"], "data": ["8gaussians"], "budget": "30"}

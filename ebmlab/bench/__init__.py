@@ -33,9 +33,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ebmlab.bench.spec import Budget, RunSpec
 from ebmlab.bench.suites import SUITES, Suite
 from ebmlab.bench.tables import leaderboard, read_results, result_row, run_key, write_results
-from ebmlab.bench.worker import Budget, RunSpec
 from ebmlab.errors import EbmlabError
 
 __all__ = ["SUITES", "Budget", "RunSpec", "Suite", "bench", "plan_runs"]
@@ -136,7 +136,7 @@ def plan_runs(
             seed,
             budgets[name],
             str(out / "runs" / f"{method}_{_slug(name)}_s{seed}"),
-            suite.curve_points,
+            suite.image_curve_points if kinds[name] == "image" else suite.curve_points,
             device,
             suite.image_samples if kinds[name] == "image" else None,
         )
