@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from ebmlab.bench import BEGIN, END, RunSpec, bench, publish_page, run_in_process
-from ebmlab.bench.tables import dataset_table, read_results, summary_table
 from ebmlab.bench.spec import Budget
+from ebmlab.bench.tables import dataset_table, read_results, summary_table
 from ebmlab.errors import EbmlabError
 
 TINY_BENCH = {"methods": ["dsm", "bidvl"], "data": ["8gaussians"], "budget": "30"}
@@ -106,7 +106,15 @@ def test_leaderboard_cells_are_mean_and_std_of_finished_seeds_best_in_bold():
     assert "| a | 2 ± 1.41 |" in table[2] and table[2].endswith("| 0/2 |")
     assert "| b | **0.5** |" in table[3] and table[3].endswith("| 1/2 |")
     summary = summary_table(rows, ["d"], {"d": "toy2d"})
-    assert summary[0] == "| method | d KL | d MMD² |" and summary[3] == "| b | **0.5** | - |"
+    assert summary[:5] == [
+        "KL, mean over seeds:",
+        "",
+        "| method | d |",
+        "| --- | --- |",
+        "| a | 2 |",
+    ]
+    assert summary[5] == "| b | **0.5** |" and summary[7] == "MMD², mean over seeds:"
+    assert summary[-1] == "| b | - |"
 
 
 def test_results_csv_round_trips_numbers_and_blanks(tmp_path):

@@ -108,20 +108,23 @@ def leaderboard(rows: list[dict[str, Any]], kinds: dict[str, str], header: str) 
 def summary_table(
     rows: list[dict[str, Any]], datasets: list[str], kinds: dict[str, str]
 ) -> list[str]:
-    columns = [(data, metric) for data in datasets for metric in HEADLINE.get(kinds[data], ())]
+    """One table per headline metric: a row per method, a column per dataset that has it, the
+    mean over seeds (the spread is in the dataset tables), the best of a column in bold."""
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    cells = {
-        (method, column): _values(rows, method, column[0], column[1])
-        for method in methods
-        for column in columns
-    }
-    headings = [f"{data} {QUALITY[metric][0]}" for data, metric in columns]
-    table = [_table_row(["method", *headings]), _table_row(["---"] * (len(columns) + 1))]
-    best = {c: _best([cells[m, c] for m in methods], QUALITY[c[1]][1]) for c in columns}
-    for method in methods:
-        texts = [_cell(cells[method, c], best[c]) for c in columns]
-        table.append(_table_row([method, *texts]))
-    return table
+    metrics = dict.fromkeys(m for data in datasets for m in HEADLINE.get(kinds[data], ()))
+    lines: list[str] = []
+    for metric in metrics:
+        heading, higher_is_better = QUALITY[metric]
+        columns = [data for data in datasets if metric in HEADLINE.get(kinds[data], ())]
+        cells = {(m, d): _values(rows, m, d, metric) for m in methods for d in columns}
+        best = {d: _best([cells[m, d] for m in methods], higher_is_better) for d in columns}
+        lines += [f"{heading}, mean over seeds:", ""]
+        lines += [_table_row(["method", *columns]), _table_row(["---"] * (len(columns) + 1))]
+        for method in methods:
+            texts = [_cell(cells[method, d], best[d], spread=False) for d in columns]
+            lines.append(_table_row([method, *texts]))
+        lines.append("")
+    return lines[:-1]
 
 
 def dataset_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -168,11 +171,13 @@ def _best(cells: list[list[float]], higher_is_better: bool | None) -> float | No
     return max(means) if higher_is_better else min(means)
 
 
-def _cell(values: list[float], best: float | None) -> str:
+def _cell(values: list[float], best: float | None, spread: bool = True) -> str:
     if not values:
         return "-"
     mean = float(np.mean(values))
-    text = _fmt(mean) if len(values) == 1 else f"{_fmt(mean)} ± {_fmt(np.std(values, ddof=1))}"
+    text = _fmt(mean)
+    if spread and len(values) > 1:
+        text += f" ± {_fmt(np.std(values, ddof=1))}"
     return f"**{text}**" if best is not None and mean == best else text
 
 
