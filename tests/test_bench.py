@@ -4,6 +4,7 @@ import csv
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,11 +63,26 @@ def test_resume_skips_finished_runs_and_adds_new_ones(tiny_bench):
         bench("quick", out=tiny_bench, resume=True, progress=False, **TINY_BENCH | {"budget": "9"})
 
 
+def resident_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
 def test_a_failing_run_is_recorded_not_raised(tmp_path):
     spec = RunSpec("dsm", "no-such-data", 0, "5", str(tmp_path / "run"))
     result = run_in_process(spec, threads=1)
     assert result["status"] == "failed" and "no-such-data" in result["error"]
     assert (tmp_path / "run/bench.json").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peak_memory_is_the_run_s_own_not_the_bench_s(tmp_path):
+    ballast = bytearray(700 * 2**20)  # the bench process grows by 700 MB before it forks
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident
+    parent = resident_mb()
+    result = run_in_process(RunSpec("dsm", "no-such-data", 0, "5", str(tmp_path / "r")), 1)
+    assert 50 < result["peak_mem_mb"] < parent - 500, (result["peak_mem_mb"], parent)
+    del ballast
 
 
 def test_budget_is_seconds_or_whole_steps():

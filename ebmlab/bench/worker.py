@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import resource
 import sys
 import traceback
@@ -113,9 +114,17 @@ def training_figures_from_log(run_dir: Path) -> dict[str, Any]:
 
 
 def peak_memory_mb() -> float:
-    """Peak GPU memory allocated when CUDA was used, else the process's peak resident memory."""
+    """Peak GPU memory allocated when CUDA was used, else this process's peak resident memory.
+
+    On Linux the peak is VmHWM of /proc/self/status: getrusage's ru_maxrss would also count the
+    bench process this one was forked from, as exec keeps the larger of the two peaks."""
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return torch.cuda.max_memory_allocated() / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        match = re.search(r"VmHWM:\s*(\d+)\s*kB", status.read_text())
+        if match:
+            return int(match[1]) / 2**10
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
 
