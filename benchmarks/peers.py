@@ -21,6 +21,7 @@ from sampler_floor import STEPS, WORKLOADS, median_seconds
 from torch import nn
 
 from ebmlab.api import resolve_device
+from ebmlab.bench import machine
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, frozen_params
 
@@ -80,10 +81,7 @@ def main() -> None:
     runners["ebmlab"] = ebmlab_runner(False)
     if args.compile:
         runners["ebmlab compiled"] = ebmlab_runner(True)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(f"{machine()}; device {device}, {torch.get_num_threads()} threads")
     mine = [name for name in runners if name.startswith("ebmlab")]
     heading = [f"ms/step {name}" for name in runners] + [f"peer / {name}" for name in mine]
     print("| workload | " + " | ".join(heading) + " |\n" + "|---" * (len(heading) + 1) + "|")

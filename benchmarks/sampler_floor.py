@@ -14,7 +14,6 @@ the median over `--repeats` timed runs after a warm-up; prints a table, asserts 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from ebmlab.api import resolve_device
+from ebmlab.bench import machine
 from ebmlab.nets import build_energy
 from ebmlab.samplers import HMC, MALA, Langevin, frozen_params
 
@@ -99,10 +99,9 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
     args = parser.parse_args()
     device = resolve_device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(
-        f"device {device} ({where}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {STEPS} steps per run, median of {args.repeats}"
+        f"{machine()}; device {device}, {torch.get_num_threads()} threads, "
+        f"{STEPS} steps per run, median of {args.repeats}"
     )
     rows = {name: measure(name, args, device) for name in args.workloads}
     columns = list(next(iter(rows.values())))

@@ -20,6 +20,7 @@ import torch
 
 import ebmlab
 from ebmlab.api import read_history
+from ebmlab.bench import machine
 from ebmlab.data import load_dataset
 from ebmlab.methods import METHODS, get_method
 from ebmlab.metrics import grid_density_metrics
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--max", type=float, default=240.0, help="training seconds at most")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {args.data}")
+    print(f"{machine()}; {torch.get_num_threads()} threads, data {args.data}")
     print(f"| method | seconds to KL <= {args.kl} | steps | KL then |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         for method in args.methods:

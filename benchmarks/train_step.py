@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import torch
 
 from ebmlab.api import build_method_config, resolve_config, resolve_device
+from ebmlab.bench import machine
 from ebmlab.data import load_dataset
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import METHODS, Method, get_method
@@ -109,10 +110,7 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(
-        f"device {device} ({where}), torch {torch.__version__}, {torch.get_num_threads()} threads"
-    )
+    print(f"{machine()}; device {device}, {torch.get_num_threads()} threads")
     print(
         "| data | method | ms / iteration | sampling | update | other |\n|---|---|---|---|---|---|"
     )

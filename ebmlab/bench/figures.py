@@ -14,6 +14,8 @@ from ebmlab.report import save_density_comparison, save_sample_panels
 #: the quality-vs-time metric per data kind: one that every method reports
 CURVE_METRIC = {"toy2d": ("mmd2", "MMD² of samples"), "tabular": ("mmd2", "MMD² of samples")}
 CURVE_METRIC["image"] = ("fd_classifier", "FD in classifier features")
+#: smaller values (the unbiased MMD² can be slightly negative) are drawn here on the log axis
+LOG_FLOOR = 1e-5
 
 
 def save_model_figures(
@@ -61,7 +63,8 @@ def save_quality_vs_time(
             points = _curve(row, run_dirs[(row["method"], data, int(row["seed"]))], metric)
             if points:
                 seconds, values = zip(*points, strict=True)
-                ax.plot(seconds, values, "o-", color=colours[row["method"]], ms=3, lw=1)
+                shown = [max(v, LOG_FLOOR) for v in values]
+                ax.plot(seconds, shown, "o-", color=colours[row["method"]], ms=3, lw=1)
         ax.set_title(data)
         ax.set_xlabel("training seconds")
         ax.set_ylabel(label)
