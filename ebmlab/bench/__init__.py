@@ -266,7 +266,9 @@ def write_outputs(
     (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, prefix=""))
     if publish is not None:
         publish_page(
-            Path(publish), page(rows, kinds, command, figures, prefix="images/bench/"), figures
+            Path(publish),
+            page(rows, kinds, command, figures, prefix="images/bench/"),
+            [*figures, out / "results.csv"],
         )
 
 
@@ -287,7 +289,8 @@ def page(rows, kinds, command: str, figures: list[Path], prefix: str) -> str:
             "budget given (`90s`: seconds of training; `2000 steps`: iterations), then is scored "
             "by `ebmlab.evaluate` with the data's standard OOD sets. Cells are mean ± std over "
             "the seeds that finished; `-`: the method does not report it or no run finished. "
-            "Bold: the best mean of a column. Full rows: results.csv.",
+            "Bold: the best mean of a column. "
+            f"Every run's row: [results.csv]({prefix}results.csv).",
         ]
     )
     text = leaderboard(rows, kinds, header)
@@ -330,13 +333,13 @@ def command_line(suite, methods, data, seeds, budget, jobs, device) -> str:
     return " ".join(parts)
 
 
-def publish_page(path: Path, text: str, figures: list[Path]) -> None:
+def publish_page(path: Path, text: str, files: list[Path]) -> None:
     """Write the leaderboard into `path` (between the bench markers if it has them) and copy
-    the figures to images/bench/ beside it."""
+    `files` (the figures, results.csv) to images/bench/ beside it."""
     images = path.parent / "images" / "bench"
     images.mkdir(parents=True, exist_ok=True)
-    for figure in figures:
-        shutil.copyfile(figure, images / figure.name)
+    for file in files:
+        shutil.copyfile(file, images / file.name)
     section = f"{BEGIN}\n{text}\n{END}"
     old = path.read_text() if path.is_file() else ""
     if BEGIN in old and END in old:
