@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from ebmlab import distributed
 from ebmlab.config import (
     DataConfig,
     RunConfig,
@@ -32,7 +33,7 @@ from ebmlab.data.scaling import Scaler
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method, get_method
 from ebmlab.nets import EMA
-from ebmlab.train import CHECKPOINT, Trainer, check_speed_options
+from ebmlab.train import CHECKPOINT, Trainer
 
 DataSpec = str | os.PathLike | np.ndarray
 
@@ -144,6 +145,16 @@ def default_run_dir(method: str, data: DataSpec) -> Path:
     return candidate
 
 
+def new_run_dir(method: str, data: DataSpec, out: str | Path | None) -> Path:
+    """`out`, or a fresh `runs/<method>_<data>`; never a directory that already holds a run."""
+    run_dir = Path(out) if out is not None else default_run_dir(method, data)
+    if (run_dir / "config.yaml").exists():
+        raise EbmlabError(
+            f"{run_dir} already holds a run; pass resume=True (--resume) or another out"
+        )
+    return run_dir
+
+
 def train(
     method: str,
     data: DataSpec = "8gaussians",
@@ -174,7 +185,12 @@ def train(
             `steps` may extend it).
         evaluate: compute the final metrics and write report.md.
         progress: show the progress bar.
+
+    Under `torchrun --nproc_per_node=N` the N processes train one model together (see
+    `ebmlab.distributed`): `data.batch_size` is the batch of all of them, and only rank 0
+    writes the run directory and evaluates; the others return a `Run` without metrics.
     """
+    distributed.init_from_env()
     shortcuts = {
         "train": {
             k: v for k, v in (("steps", steps), ("seed", seed), ("device", device)) if v is not None
@@ -184,17 +200,14 @@ def train(
         if out is None:
             raise EbmlabError("resume needs the run directory: pass out=... (--out)")
         run_dir = Path(out)
-        saved = RunConfig.from_dict(read_yaml(run_dir / "config.yaml"))
+        saved_tree = distributed.decided_on_main(lambda: read_yaml(run_dir / "config.yaml"))
+        saved = RunConfig.from_dict(saved_tree)
         if saved.method != method:
             raise EbmlabError(f"{run_dir} holds a {saved.method!r} run, not {method!r}")
         run_config = RunConfig.from_dict(merge(saved.to_dict(), merge(overrides or {}, shortcuts)))
         dataset = load_run_data(run_config)
     else:
-        run_dir = Path(out) if out is not None else default_run_dir(method, data)
-        if (run_dir / "config.yaml").exists():
-            raise EbmlabError(
-                f"{run_dir} already holds a run; pass resume=True (--resume) or another out"
-            )
+        run_dir = distributed.decided_on_main(lambda: new_run_dir(method, data, out))
         get_method(method)  # an unknown method fails before any data is loaded
         data_options = merge(
             read_user_config(config).get("data") or {},
@@ -207,10 +220,6 @@ def train(
         run_config = resolve_config(
             method, dataset, data, config, merge(overrides or {}, shortcuts)
         )
-    device = resolve_device(run_config.train.device)
-    check_speed_options(run_config.train, dataset, device)  # before the run directory exists
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
     torch.manual_seed(run_config.train.seed)  # network initialisation repeats per seed
     method_obj = get_method(method)(build_method_config(run_config), dataset.shape)
     trainer = Trainer(
@@ -218,14 +227,17 @@ def train(
         dataset,
         run_config,
         run_dir,
-        device,
+        distributed.local_device(resolve_device(run_config.train.device)),
         progress=progress,
     )
+    if distributed.is_main():  # after the checks above: a refused run leaves no directory
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
     trainer.fit(resume=resume)
     for name, ema in trainer.emas.items():
         ema.copy_to(getattr(method_obj, name))  # training is over: keep the averaged weights
     run = Run(run_dir, run_config, Model(method_obj, dataset.scaler, dataset.kind))
-    if evaluate:
+    if evaluate and distributed.is_main():
         evaluate_run(run, dataset)
     return run
 

@@ -156,6 +156,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> None:
     import ebmlab
+    from ebmlab import distributed
     from ebmlab.config import merge, parse_overrides
 
     speed = {"compile": args.compile or None, "amp": args.amp}
@@ -174,8 +175,10 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> None:
         evaluate=not args.no_eval,
         progress=not args.quiet,
     )
-    print(f"run written to {run.path}")
-    print_summary(run)
+    if distributed.is_main():  # under torchrun, one summary, from the process that wrote it
+        print(f"run written to {run.path}")
+        print_summary(run)
+    distributed.shutdown()
 
 
 def print_summary(run) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ebmlab import distributed
 from ebmlab.errors import EbmlabError
 
 
@@ -67,6 +68,11 @@ class Method(nn.Module, ABC):
             before_step: Called after backward (and clipping), before the optimiser's step: where
                 a method transforms its gradients in place (GEBM's soft clipping).
 
+        Under torchrun the gradients are averaged over processes right after backward, so
+        clipping, `before_step`, the step and the returned norms all see the gradient of the
+        whole global batch, and every process takes the same step (`ebmlab.distributed`). Every
+        process must therefore make the same calls, with the same part names, in one order.
+
         Returns:
             For parts: `grad_norm/<part>` (each part's gradient norm) and `grad_norm` (the
             summed gradient's norm, before clipping), as tensors. For a plain loss: {}.
@@ -81,6 +87,7 @@ class Method(nn.Module, ABC):
                 norms = _backward_parts(loss, params)
             else:
                 loss.backward()
+                distributed.average_gradients(params)
         if clip is not None:
             nn.utils.clip_grad_norm_(params, clip)
         if before_step is not None:
@@ -105,16 +112,21 @@ class Method(nn.Module, ABC):
 
 
 def _backward_parts(parts: Mapping[str, Tensor], params: list[Tensor]) -> dict[str, Tensor]:
-    """Set each parameter's .grad to the sum of the parts' gradients; return their norms."""
-    totals = [torch.zeros_like(p) for p in params]
-    norms = {}
-    for k, (part, value) in enumerate(parts.items()):
+    """Set each parameter's .grad to the sum of the parts' gradients (each averaged over
+    processes); return their norms."""
+    per_part = []
+    for k, value in enumerate(parts.values()):
         grads = torch.autograd.grad(
             value, params, retain_graph=k < len(parts) - 1, allow_unused=True
         )
-        grads = [
+        per_part += [
             torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
         ]
+    per_part = distributed.average(per_part)  # every part in one collective
+    totals = [torch.zeros_like(p) for p in params]
+    norms = {}
+    for k, part in enumerate(parts):
+        grads = per_part[k * len(params) : (k + 1) * len(params)]
         norms[f"grad_norm/{part}"] = _norm(grads)
         totals = [t + g for t, g in zip(totals, grads, strict=True)]
     for param, total in zip(params, totals, strict=True):

@@ -69,6 +69,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ebmlab import distributed
 from ebmlab.config import check_choices
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, detached
@@ -177,6 +178,8 @@ class GEBM(Method):
             neg_e = torch.cat(
                 [-self.energy(self.generator(self.prior(batch))) for _ in range(batches)]
             )
+        # under torchrun, every process's draws: c is a weight, so all must start from one value
+        neg_e = distributed.concatenated(neg_e)
         self.log_partition.copy_(torch.logsumexp(neg_e, 0) - math.log(len(neg_e)))
 
     def _energy_step(self, x: Tensor) -> dict[str, Tensor]:
