@@ -182,6 +182,8 @@ def _cell(values: list[float], best: float | None, spread: bool = True) -> str:
 
 
 def _fmt(value: float) -> str:
+    if abs(value) < 1e-9:
+        return "0"  # a spread of rounding error, e.g. AUROCs of 1 computed in float32
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
