@@ -93,3 +93,19 @@ def fixture_image_run(tmp_path, name: str, stem: str, count: int, size: int, ove
     data = load_dataset(path)
     config = resolve_config(name, data, str(path), None, overrides or {})
     return METHODS[name](build_method_config(config), data.shape), data, config
+
+
+def tiny_run_overrides(method: str, n_train: int) -> dict:
+    """Overrides for a short CPU run of `method` on 2D data: a small MLP, logs every 5 steps,
+    checkpoints every 10, EMA on, no previews (bit-for-bit resume is promised on the CPU)."""
+    return {
+        "method": {"energy_net": {"kind": "mlp", "hidden": 32, "depth": 2}, **TINY[method]},
+        "data": {"n_train": n_train, "batch_size": 64},
+        "train": {
+            "log_every": 5,
+            "ckpt_every": 10,
+            "sample_every": 0,
+            "ema_decay": 0.9,
+            "device": "cpu",
+        },
+    }

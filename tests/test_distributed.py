@@ -22,21 +22,11 @@ from ebmlab.data import load_dataset
 from ebmlab.methods import METHODS
 from ebmlab.train import CHECKPOINT, Trainer
 from tests.distributed_worker import Probe, probe_updates
-from tests.helpers import TINY
+from tests.helpers import tiny_run_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_ICD = {
-    "method": {"energy_net": {"kind": "mlp", "hidden": 32, "depth": 2}, **TINY["icd"]},
-    "data": {"n_train": 512, "batch_size": 64},
-    "train": {
-        "log_every": 5,
-        "ckpt_every": 10,
-        "sample_every": 0,
-        "ema_decay": 0.9,
-        "device": "cpu",
-    },
-}
+TINY_ICD = tiny_run_overrides("icd", n_train=512)
 PER_PROCESS = {"buffer.storage", "buffer.written"}  # ICD's state that is not a weight
 
 

@@ -8,20 +8,9 @@ import torch
 
 import ebmlab
 from ebmlab.train import CHECKPOINT, TrainingDiverged
-from tests.helpers import TINY
+from tests.helpers import tiny_run_overrides
 
-TINY_CD = {
-    "method": {"energy_net": {"kind": "mlp", "hidden": 32, "depth": 2}, **TINY["cd"]},
-    "data": {"n_train": 2000, "batch_size": 64},
-    # the CPU: bit-for-bit resume is promised there (a GPU's scatter writes are not ordered)
-    "train": {
-        "log_every": 5,
-        "ckpt_every": 10,
-        "sample_every": 0,
-        "ema_decay": 0.9,
-        "device": "cpu",
-    },
-}
+TINY_CD = tiny_run_overrides("cd", n_train=2000)
 
 
 def quick(out, steps, resume=False, overrides=TINY_CD):
