@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 import ebmlab
+from ebmlab import checkpoints
 from ebmlab.data import load_dataset
 from ebmlab.metrics import classifier_features
 
 
 def train_conditional(args: argparse.Namespace, classes: list[int], out: Path) -> ebmlab.Run:
-    if (out / "checkpoints/last.pt").is_file():
+    if checkpoints.paths(out):
         return ebmlab.load(out)
     overrides = {"data": {"classes": classes}}
     return ebmlab.train(

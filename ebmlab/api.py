@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from ebmlab import distributed
+from ebmlab import checkpoints, distributed
 from ebmlab.config import (
     DataConfig,
     RunConfig,
@@ -33,7 +33,7 @@ from ebmlab.data.scaling import Scaler
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method, get_method
 from ebmlab.nets import EMA
-from ebmlab.train import CHECKPOINT, Trainer
+from ebmlab.train import Trainer
 
 DataSpec = str | os.PathLike | np.ndarray
 
@@ -245,12 +245,11 @@ def train(
 def load(path: str | Path, device: str = "auto") -> Run:
     """Load a run directory for sampling, scoring and evaluation (EMA weights when trained so)."""
     run_dir = Path(path)
-    checkpoint = run_dir / CHECKPOINT
-    if not checkpoint.is_file():
-        raise EbmlabError(f"{run_dir} is not a finished run: {checkpoint} does not exist")
+    if not checkpoints.paths(run_dir):
+        raise EbmlabError(f"{run_dir} is not a trained run: it holds no checkpoints/step_*.pt")
     run_config = RunConfig.from_dict(read_yaml(run_dir / "config.yaml"))
     target = resolve_device(device)
-    payload = torch.load(checkpoint, map_location=target, weights_only=False)
+    payload, _ = checkpoints.read_latest(run_dir, map_location=target)
     method = get_method(run_config.method)(
         build_method_config(run_config), tuple(payload["data_shape"])
     )

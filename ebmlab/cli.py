@@ -354,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     except EbmlabError as err:
         print(f"ebmlab: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        from ebmlab.train import TrainingInterrupted
+
+        if isinstance(interrupt, TrainingInterrupted):
+            print(f"ebmlab: {interrupt}", file=sys.stderr)
+            return 128 + interrupt.signum
         print("ebmlab: interrupted; a training run continues with --resume", file=sys.stderr)
         return 130
     return 0

@@ -54,9 +54,20 @@ class TrainConfig:
     compile: bool = False  # torch.compile each Langevin step of training (see Langevin)
     amp: str = "none"  # "bf16": forward passes in bfloat16 autocast (CUDA only)
     channels_last: bool = False  # image nets and batches in NHWC memory layout
+    keep_checkpoints: int = 3  # the newest k checkpoints are kept; a corrupted one falls back
+    energy_bound: float | None = 1e6  # a logged mean energy (e_*) past +-bound is a divergence
+    divergence_lr_factor: float = 0.5  # on a first divergence: roll back, lr times this
 
     def __post_init__(self):
         check_choices(**{"train.amp": (self.amp, ("none", "bf16"))})
+        if self.keep_checkpoints < 1:
+            raise EbmlabError(
+                f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}"
+            )
+        if not 0 < self.divergence_lr_factor < 1:
+            raise EbmlabError(
+                f"train.divergence_lr_factor must lie in (0, 1), got {self.divergence_lr_factor}"
+            )
 
 
 @dataclass(frozen=True)

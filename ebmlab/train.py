@@ -11,14 +11,22 @@ Under torchrun (`ebmlab.distributed`) each process trains on its own rows of eve
 its own RNG stream and its own module buffers (replay-buffer chains), while `Method.update`
 keeps the weights identical. Rank 0 alone logs, previews and writes checkpoints, which carry
 the other processes' buffers and RNG states, so a resume with as many processes is as exact.
+
+Nothing is lost (`ebmlab.checkpoints`): the newest `train.keep_checkpoints` checkpoints are
+kept, each checksummed and written atomically, and a corrupted one falls back to the one before.
+SIGINT or SIGTERM ends the step in flight, writes a checkpoint and raises `TrainingInterrupted`.
+A non-finite log or a mean energy past `train.energy_bound` is a divergence: the run rolls back
+to its newest checkpoint (one is written at step 0), multiplies every learning rate by
+`train.divergence_lr_factor`, notes it in `train.log` and goes on; a second divergence stops it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +36,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ebmlab import distributed
+from ebmlab import checkpoints, distributed
 from ebmlab.config import RunConfig, TrainConfig
 from ebmlab.data import Dataset
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method
 from ebmlab.nets import EMA
 from ebmlab.samplers import compiled_langevin
-
-CHECKPOINT = "checkpoints/last.pt"
 
 clock = time.perf_counter  # training time; a test swaps in a fake clock
 
@@ -45,12 +51,41 @@ class TrainingDiverged(EbmlabError):
     """A logged loss or energy became NaN or infinite."""
 
 
-def atomic_save(payload: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a broken file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        kept = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint"
+        super().__init__(
+            f"{signal.Signals(signum).name} stopped training at step {step}; {kept}; "
+            "continue with --resume (resume=True)"
+        )
+
+
+class StopSignals:
+    """Records SIGINT/SIGTERM while installed (main thread only) instead of dying mid-step;
+    a second signal acts as it would have without this."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {n: signal.signal(n, self._handle) for n in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
 
 
 def rng_state() -> dict[str, Any]:
@@ -114,6 +149,10 @@ class Trainer:
             if self.cfg.ema_decay > 0
         }
         self._epoch_perm: tuple[int, Tensor] | None = None
+        self.health = torch.ones((), dtype=torch.bool, device=device)  # no divergence seen since
+        self.divergences = 0  # rollbacks so far (one is allowed)
+        self.log: MetricsLog | None = None
+        self._tick = (0.0, 0)  # (clock, step) of the last logged row, for it_per_s
 
     def batch(self, step: int) -> Tensor:
         """The batch of iteration `step`: a seeded permutation per epoch, no state to save."""
@@ -162,9 +201,10 @@ class Trainer:
             "ema": {name: ema.state_dict() for name, ema in self.emas.items()},
             "scaler": self.dataset.scaler.state_dict(),
             "rng": rng_state(),
+            "divergences": self.divergences,
             "processes": 1 + len(other_processes),
             "other_processes": other_processes,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def process_state(self) -> dict[str, Any]:
@@ -175,28 +215,33 @@ class Trainer:
         buffers = {key: value.cpu() for key, value in state.items() if key not in weights}
         return {"buffers": buffers, "rng": rng_state()}
 
-    def save_checkpoint(self, step: int) -> None:
-        """Rank 0 writes the checkpoint, with every other process's own state gathered into it."""
+    def save_checkpoint(self, step: int) -> Path | None:
+        """Rank 0 writes the checkpoint, with every other process's own state gathered into it,
+        and returns its path (None on the other ranks)."""
         other_processes = []
         if distributed.is_distributed():
             states = distributed.gather_on_main(self.process_state())
             if not distributed.is_main():
-                return
+                return None
             other_processes = states[1:]
-        atomic_save(self.checkpoint_payload(step, other_processes), self.run_dir / CHECKPOINT)
+        payload = self.checkpoint_payload(step, other_processes)
+        return checkpoints.write(payload, self.run_dir, step, self.cfg.keep_checkpoints)
 
-    def restore(self, path: Path) -> int:
-        """Load a checkpoint written by this Trainer; returns the step to continue from.
+    def restore(self) -> int:
+        """Load the run's newest intact checkpoint; returns the step to continue from.
 
-        Rank 0 reads it and hands it to the others; each process takes back its own buffers
-        and RNG state, so a run resumes only with the number of processes that wrote it."""
-        payload = distributed.decided_on_main(lambda: read_checkpoint(path))
+        Rank 0 reads it (a corrupted newer one is noted and skipped) and hands it to the others;
+        each process takes back its own buffers and RNG state, so a run resumes only with the
+        number of processes that wrote it."""
+        payload = distributed.decided_on_main(
+            lambda: checkpoints.read_latest(self.run_dir, report=self.note)[0]
+        )
         processes, rank = payload.get("processes", 1), distributed.rank()
         if processes != distributed.world_size():
             raise EbmlabError(
-                f"{path} was written by {processes} process(es), each with its own replay "
-                f"buffer and RNG state; resume it with {processes} (torchrun --nproc_per_node), "
-                f"not {distributed.world_size()}"
+                f"{self.run_dir} was written by {processes} process(es), each with its own "
+                f"replay buffer and RNG state; resume it with {processes} (torchrun "
+                f"--nproc_per_node), not {distributed.world_size()}"
             )
         method_state, rng = payload["method"], payload["rng"]
         if rank:
@@ -207,6 +252,7 @@ class Trainer:
         for name, ema in self.emas.items():
             ema.load_state_dict(payload["ema"][name])
         set_rng_state(rng)
+        self.divergences = payload["divergences"]
         return int(payload["step"])
 
     def fit(self, resume: bool = False) -> list[dict[str, float]]:
@@ -214,60 +260,138 @@ class Trainer:
 
         Training time is the `wall_s` of metrics.jsonl: a resumed run counts its earlier time,
         so a time budget spans interruptions, and nothing spent outside this loop counts."""
-        start = 0
         if resume:
-            start = self.restore(self.run_dir / CHECKPOINT)
+            step = self.restore()
         else:
             # identical weights came from one seed; from here each process draws its own noise
             torch.manual_seed(self.cfg.seed + distributed.rank())
+            step = 0
+            self.save_checkpoint(step)  # the divergence guard's first point to roll back to
         main = distributed.is_main()
-        log = MetricsLog(self.run_dir / "metrics.jsonl", keep_up_to=start) if main else None
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", keep_up_to=step) if main else None
         bar = tqdm(
             total=self.cfg.steps,
-            initial=start,
+            initial=step,
             desc=f"{self.config.method} on {self.dataset.name}",
             disable=not (self.progress and main),
             dynamic_ncols=True,
             mininterval=0.1 if sys.stderr.isatty() else 10.0,  # logs and CI: a line every 10 s
         )
-        tick, tick_step = clock(), start
-        wall_start = tick - (log.rows[-1]["wall_s"] if log is not None and log.rows else 0.0)
-        first = start if not self._out_of_time(wall_start) else self.cfg.steps
-        for step in range(first, self.cfg.steps):
-            with self.speed_options():
-                logs = self.method.train_step(self.shard(step), step)
-            for value in logs.values():
-                finite &= torch.isfinite(value).all()
-            for name, ema in self.emas.items():
-                ema.update(getattr(self.method, name))
-            done = step + 1
-            bar.update(1)
-            last = done == self.cfg.steps or self._out_of_time(wall_start)
-            if done % self.cfg.log_every == 0 or last:
-                # a row describes the global batch: the processes' logs averaged
-                logs = dict(zip(logs, distributed.average(list(logs.values())), strict=True))
-                self._guard(finite, done, logs)
-                now = clock()
-                row = {k: float(v) for k, v in logs.items()}
-                row |= {
-                    "step": done,
-                    "it_per_s": (done - tick_step) / max(now - tick, 1e-9),
-                    "wall_s": now - wall_start,
-                }
-                tick, tick_step = now, done
-                if log is not None:
-                    log.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", refresh=False)
-            if main and self.cfg.sample_every and done % self.cfg.sample_every == 0:
-                self.preview(done)
-            if done % self.cfg.ckpt_every == 0 or last:
-                self._guard(finite, done, logs)
-                self.save_checkpoint(done)
-            if last:
-                break
+        self._tick = (clock(), step)
+        rows = self.log.rows if self.log is not None else []
+        wall_start = self._tick[0] - (rows[-1]["wall_s"] if rows else 0.0)
+        if self._out_of_time(wall_start):
+            step = self.cfg.steps
+        with StopSignals() as signals:
+            while step < self.cfg.steps:
+                with self.speed_options():
+                    logs = self.method.train_step(self.shard(step), step)
+                self._watch(logs)
+                for name, ema in self.emas.items():
+                    ema.update(getattr(self.method, name))
+                step += 1
+                bar.update(1)
+                last = step == self.cfg.steps or self._out_of_time(wall_start)
+                if step % self.cfg.log_every == 0 or last:
+                    # a row describes the global batch: the processes' logs averaged
+                    logs = dict(zip(logs, distributed.average(list(logs.values())), strict=True))
+                    if not self._healthy():
+                        step = bar.n = self._roll_back(step, logs)
+                        continue
+                    bar.set_postfix(loss=f"{self._log_row(step, logs, wall_start):.4g}")
+                if main and self.cfg.sample_every and step % self.cfg.sample_every == 0:
+                    self.preview(step)
+                if self._stop_requested(signals):
+                    self._stop(signals.received or signal.SIGTERM, step)
+                if step % self.cfg.ckpt_every == 0 or last:
+                    if not self._healthy():
+                        step = bar.n = self._roll_back(step, logs)
+                        continue
+                    self.save_checkpoint(step)
+                if last:
+                    break
         bar.close()
-        return log.rows if log is not None else []
+        return rows
+
+    def _watch(self, logs: dict[str, Tensor]) -> None:
+        """Fold this step's logs into the health flag, on the device (no sync per step)."""
+        bound = self.cfg.energy_bound
+        for name, value in logs.items():
+            self.health &= torch.isfinite(value).all()
+            if bound is not None and name.startswith("e_"):  # mean energies: e_pos, e_data, ...
+                self.health &= (value.abs() <= bound).all()
+
+    def _healthy(self) -> bool:
+        return bool(distributed.all_true(self.health))  # all processes roll back together
+
+    def _log_row(self, step: int, logs: dict[str, Tensor], wall_start: float) -> float:
+        """Append the row of `step` to metrics.jsonl (rank 0); returns its loss."""
+        now = clock()
+        row = {k: float(v) for k, v in logs.items()}
+        row |= {
+            "step": step,
+            "it_per_s": (step - self._tick[1]) / max(now - self._tick[0], 1e-9),
+            "wall_s": now - wall_start,
+        }
+        self._tick = (now, step)
+        if self.log is not None:
+            self.log.write(row)
+        return row["loss"]
+
+    def _roll_back(self, step: int, logs: dict[str, Tensor]) -> int:
+        """Handle a divergence seen by `step`: the first time, go back to the newest checkpoint
+        and lower every learning rate; the second time, stop. Returns the step to go on from."""
+        values = ", ".join(f"{k}={float(v):.3g}" for k, v in logs.items())
+        newest = checkpoints.paths(self.run_dir)[:1]
+        if self.divergences:
+            kept = f"the last good checkpoint is kept at {newest[0]}" if newest else ""
+            raise TrainingDiverged(
+                f"training diverged again by step {step} ({values}), after its learning rate "
+                f"was already lowered once; {kept}. Lower the learning rate or the Langevin "
+                "step size further and train again."
+            )
+        restored = self.restore()
+        self.divergences = 1
+        factor = self.cfg.divergence_lr_factor
+        for optimizer in self.method.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+        self.health.fill_(True)
+        if self.log is not None:
+            self.log.truncate(restored)
+        rates = ", ".join(
+            f"{name} {optimizer.param_groups[0]['lr']:.3g}"
+            for name, optimizer in self.method.optimizers.items()
+        )
+        self.note(
+            f"training diverged by step {step} ({values}); rolled back to step {restored} and "
+            f"multiplied every learning rate by {factor} (now {rates}); a second divergence "
+            "stops the run"
+        )
+        self._tick = (clock(), restored)
+        return restored
+
+    def _stop_requested(self, signals: StopSignals) -> bool:
+        """Whether any process received SIGINT/SIGTERM (all stop at the same step)."""
+        asked = torch.tensor(signals.received is None, device=self.device)
+        return not bool(distributed.all_true(asked))
+
+    def _stop(self, signum: int, step: int) -> None:
+        """Write the checkpoint of `step` (when healthy) and raise TrainingInterrupted."""
+        saved = self.save_checkpoint(step) if self._healthy() else None
+        if distributed.is_main():
+            saved = saved or next(iter(checkpoints.paths(self.run_dir)), None)
+            self.note(f"{signal.Signals(signum).name} received; stopped at step {step}")
+        raise TrainingInterrupted(signum, step, saved)
+
+    def note(self, message: str) -> None:
+        """An event worth keeping (a rollback, a skipped checkpoint): a line in the run's
+        train.log, and on stderr."""
+        if not distributed.is_main():
+            return
+        with (self.run_dir / "train.log").open("a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        tqdm.write(f"ebmlab: {message}", file=sys.stderr)
 
     @contextlib.contextmanager
     def speed_options(self) -> Iterator[None]:
@@ -284,21 +408,6 @@ class Trainer:
         # rank 0's clock decides, so that every process stops at the same step
         return limit is not None and distributed.main_says(clock() - wall_start >= limit)
 
-    def _guard(self, finite: Tensor, step: int, logs: dict[str, Tensor]) -> None:
-        if bool(distributed.all_true(finite)):  # all processes stop together, or none
-            return
-        checkpoint = self.run_dir / CHECKPOINT
-        kept = (
-            f"the last good checkpoint is kept at {checkpoint}"
-            if checkpoint.is_file()
-            else "no checkpoint was written before it"
-        )
-        values = ", ".join(f"{k}={float(v):.3g}" for k, v in logs.items())
-        raise TrainingDiverged(
-            f"training diverged by step {step} ({values}); {kept}. "
-            "Lower the learning rate or the Langevin step size and train again."
-        )
-
     def preview(self, step: int) -> None:
         """Save a picture of samples, drawn from a forked RNG so training is unaffected."""
         from ebmlab.report import save_samples_figure
@@ -310,13 +419,6 @@ class Trainer:
         save_samples_figure(samples.cpu(), self.dataset, self.run_dir / f"samples/step_{step}.png")
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise EbmlabError(f"nothing to resume: {path} does not exist")
-    # on the CPU: loading copies into the modules, wherever they live
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 class MetricsLog:
     """metrics.jsonl: one JSON row per log step; on resume, rows past the checkpoint are dropped."""
 
@@ -324,10 +426,14 @@ class MetricsLog:
         self.path = path
         self.rows: list[dict[str, float]] = []
         if path.is_file():
-            lines = path.read_text().splitlines()
-            self.rows = [r for r in map(json.loads, lines) if r["step"] <= keep_up_to]
+            self.rows = [json.loads(line) for line in path.read_text().splitlines()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        self.truncate(keep_up_to)
+
+    def truncate(self, step: int) -> None:
+        """Keep only the rows up to `step` (in place: a caller's reference to `rows` holds)."""
+        self.rows[:] = [row for row in self.rows if row["step"] <= step]
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
 
     def write(self, row: dict[str, float]) -> None:
         self.rows.append(row)

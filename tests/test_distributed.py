@@ -17,10 +17,10 @@ import torch
 import yaml
 
 import ebmlab
-from ebmlab import cli, distributed
+from ebmlab import checkpoints, cli, distributed
 from ebmlab.data import load_dataset
 from ebmlab.methods import METHODS
-from ebmlab.train import CHECKPOINT, Trainer
+from ebmlab.train import Trainer
 from tests.distributed_worker import Probe, probe_updates
 from tests.helpers import tiny_run_overrides
 
@@ -53,7 +53,7 @@ def train_icd(out: Path, steps: int) -> list:
 
 
 def checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / CHECKPOINT, weights_only=False)
+    return checkpoints.read_latest(run_dir)[0]
 
 
 def history(run_dir: Path) -> list[dict]:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import ebmlab
+from ebmlab import checkpoints
 from ebmlab.config import merge
 from ebmlab.errors import EbmlabError
-from ebmlab.train import CHECKPOINT
 from tests.helpers import TINY
 
 TOY = {
@@ -41,7 +41,7 @@ def trained_weights(tmp_path, name, data, overrides, steps):
         evaluate=False,
         progress=False,
     )
-    return torch.load(tmp_path / name / CHECKPOINT, weights_only=False)["method"]
+    return checkpoints.read_latest(tmp_path / name)[0]["method"]
 
 
 def assert_close_weights(a, b, atol):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import ebmlab
-from ebmlab.train import CHECKPOINT, TrainingDiverged
+from ebmlab import checkpoints
+from ebmlab.train import TrainingDiverged
 from tests.helpers import tiny_run_overrides
 
 TINY_CD = tiny_run_overrides("cd", n_train=2000)
@@ -27,7 +28,7 @@ def quick(out, steps, resume=False, overrides=TINY_CD):
 
 
 def checkpoint(run_dir):
-    return torch.load(run_dir / CHECKPOINT, weights_only=False)
+    return checkpoints.read_latest(run_dir)[0]
 
 
 def test_resumed_run_equals_uninterrupted_bit_for_bit(tmp_path):
@@ -71,21 +72,59 @@ def test_an_existing_run_is_never_overwritten(tmp_path):
         quick(tmp_path / "run", 5)
 
 
-def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+def spoil(monkeypatch, at_steps, name="loss", factor=float("nan"), times=1):
+    """Make cd's logged `name` bad (times `factor`) at `at_steps`, the first `times` visits."""
     from ebmlab.methods.cd import CD
 
-    real_step = CD.train_step
+    real_step, visits = CD.train_step, []
 
-    def failing_step(self, x, step):
+    def spoiled_step(self, x, step):
         logs = real_step(self, x, step)
-        if step >= 12:
-            logs["loss"] = logs["loss"] * float("nan")
+        if step in at_steps and visits.count(step) < times:
+            visits.append(step)
+            logs[name] = logs[name] * factor
         return logs
 
-    monkeypatch.setattr(CD, "train_step", failing_step)
-    with pytest.raises(TrainingDiverged, match="diverged by step 15.*last good checkpoint"):
+    monkeypatch.setattr(CD, "train_step", spoiled_step)
+    return visits
+
+
+@pytest.mark.parametrize(
+    ("name", "factor", "at", "back_to"),
+    [("loss", float("nan"), 12, 10), ("e_pos", 1e9, 12, 10), ("loss", float("inf"), 3, 0)],
+)
+def test_a_first_divergence_rolls_back_and_lowers_the_learning_rate(
+    tmp_path, monkeypatch, name, factor, at, back_to
+):
+    visits = spoil(monkeypatch, {at}, name, factor)
+    run = quick(tmp_path / "run", 30)
+    assert visits == [at]  # the bad step happened once, and was trained again after the rollback
+    payload = checkpoint(run.path)
+    assert payload["step"] == 30 and payload["divergences"] == 1
+    assert payload["optimizers"]["energy"]["param_groups"][0]["lr"] == pytest.approx(0.5e-3)
+    assert all(torch.isfinite(v).all() for v in payload["method"].values())
+    rows = ebmlab.api.read_history(run.path)
+    assert [row["step"] for row in rows] == [5, 10, 15, 20, 25, 30]  # the diverged rows dropped
+    assert all(abs(row["e_pos"]) < 1e6 and row["loss"] == row["loss"] for row in rows)
+    log = (run.path / "train.log").read_text()
+    assert f"rolled back to step {back_to}" in log and "learning rate by 0.5" in log
+
+
+def test_a_second_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    spoil(monkeypatch, set(range(12, 30)), times=30)
+    with pytest.raises(TrainingDiverged, match="diverged again by step 15.*step_000000010.pt"):
         quick(tmp_path / "run", 30)
     assert checkpoint(tmp_path / "run")["step"] == 10
+    assert (tmp_path / "run/train.log").read_text().count("rolled back to step 10") == 1
+
+
+def test_an_energy_bound_of_none_lets_large_energies_pass(tmp_path, monkeypatch):
+    spoil(monkeypatch, {12}, "e_pos", 1e9)
+    unbounded = ebmlab.config.merge(TINY_CD, {"train": {"energy_bound": None}})
+    run = quick(tmp_path / "run", 20, overrides=unbounded)
+    assert checkpoint(run.path)["divergences"] == 0 and not (run.path / "train.log").exists()
 
 
 def test_batches_cover_each_epoch_once_and_repeat_per_seed(tmp_path):
