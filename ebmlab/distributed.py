@@ -118,6 +118,15 @@ def main_says(flag: bool) -> bool:
     return bool(carrier.item())
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is True on any process: for events one process sees (a signal)."""
+    if not is_distributed():
+        return flag
+    carrier = torch.tensor([flag], dtype=torch.uint8)  # on the host: gloo, no GPU sync
+    dist.all_reduce(carrier, op=dist.ReduceOp.MAX)
+    return bool(carrier.item())
+
+
 def gather_on_main(obj: T) -> list[T] | None:
     """Every process's `obj` (CPU tensors only: a CUDA tensor would unpickle onto the sender's
     GPU) as a list by rank on rank 0; None on the others."""

@@ -373,8 +373,7 @@ class Trainer:
 
     def _stop_requested(self, signals: StopSignals) -> bool:
         """Whether any process received SIGINT/SIGTERM (all stop at the same step)."""
-        asked = torch.tensor(signals.received is None, device=self.device)
-        return not bool(distributed.all_true(asked))
+        return distributed.any_process(signals.received is not None)
 
     def _stop(self, signum: int, step: int) -> None:
         """Write the checkpoint of `step` (when healthy) and raise TrainingInterrupted."""
