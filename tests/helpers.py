@@ -109,3 +109,22 @@ def tiny_run_overrides(method: str, n_train: int) -> dict:
             "device": "cpu",
         },
     }
+
+
+TINY_CD = tiny_run_overrides("cd", n_train=2000)
+
+
+def quick_cd(out, steps: int, resume: bool = False, overrides: dict = TINY_CD):
+    """A tiny cd run on 8gaussians into `out`, without evaluation or progress bar."""
+    import ebmlab
+
+    return ebmlab.train(
+        "cd",
+        "8gaussians",
+        steps=steps,
+        out=out,
+        overrides=overrides,
+        resume=resume,
+        evaluate=False,
+        progress=False,
+    )

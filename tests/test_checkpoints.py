@@ -15,23 +15,10 @@ import yaml
 import ebmlab
 from ebmlab import checkpoints
 from ebmlab.cli import main as cli
-from tests.helpers import tiny_run_overrides
+from tests.helpers import TINY_CD
+from tests.helpers import quick_cd as quick
 
-TINY_CD = tiny_run_overrides("cd", n_train=2000)
 STEPS = 200  # long enough that a signal sent after step 20's checkpoint lands mid-run
-
-
-def quick(out, steps, resume=False):
-    return ebmlab.train(
-        "cd",
-        "8gaussians",
-        steps=steps,
-        out=out,
-        overrides=TINY_CD,
-        resume=resume,
-        evaluate=False,
-        progress=False,
-    )
 
 
 def final_state(run_dir: Path) -> dict:

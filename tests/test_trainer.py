@@ -9,22 +9,8 @@ import torch
 import ebmlab
 from ebmlab import checkpoints
 from ebmlab.train import TrainingDiverged
-from tests.helpers import tiny_run_overrides
-
-TINY_CD = tiny_run_overrides("cd", n_train=2000)
-
-
-def quick(out, steps, resume=False, overrides=TINY_CD):
-    return ebmlab.train(
-        "cd",
-        "8gaussians",
-        steps=steps,
-        out=out,
-        overrides=overrides,
-        resume=resume,
-        evaluate=False,
-        progress=False,
-    )
+from tests.helpers import TINY_CD
+from tests.helpers import quick_cd as quick
 
 
 def checkpoint(run_dir):
