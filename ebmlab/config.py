@@ -37,6 +37,10 @@ class DataConfig:
     seed: int = 0  # the train/test split and toy sampling
     classes: tuple[int, ...] | None = None  # keep these labels only: a class-conditional model
 
+    def __post_init__(self):
+        check_positive(**{"data.batch_size": self.batch_size})
+        check_at_least(**{"data.seed": (self.seed, 0)})  # numpy's generators take no negatives
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -68,6 +72,25 @@ class TrainConfig:
             raise EbmlabError(
                 f"train.divergence_lr_factor must lie in (0, 1), got {self.divergence_lr_factor}"
             )
+        check_positive(
+            **{
+                "train.steps": self.steps,
+                "train.log_every": self.log_every,
+                "train.ckpt_every": self.ckpt_every,
+                "train.eval_samples": self.eval_samples,
+                "train.max_seconds": self.max_seconds,
+                "train.energy_bound": self.energy_bound,
+            }
+        )
+        check_at_least(
+            **{
+                "train.seed": (self.seed, 0),
+                "train.sample_every": (self.sample_every, 0),
+                "train.ema_decay": (self.ema_decay, 0),
+            }
+        )
+        if not self.ema_decay < 1:
+            raise EbmlabError(f"train.ema_decay must be below 1 (0 is off), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,22 @@ def check_choices(**options: tuple[Any, tuple[Any, ...]]) -> None:
             raise EbmlabError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
+def check_positive(**options: float | None) -> None:
+    """Raise EbmlabError naming the first option that is not above 0 (NaN included); None, an
+    option switched off, passes. Call as check_positive(name=value, ...)."""
+    for name, value in options.items():
+        if value is not None and not value > 0:
+            raise EbmlabError(f"{name} must be positive, got {value!r}")
+
+
+def check_at_least(**options: tuple[float | None, float]) -> None:
+    """Raise EbmlabError naming the first option below its least allowed value (NaN included);
+    None passes. Call as check_at_least(name=(value, least), ...)."""
+    for name, (value, least) in options.items():
+        if value is not None and not value >= least:
+            raise EbmlabError(f"{name} must be at least {least}, got {value!r}")
+
+
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Turn YAML/CLI values into the annotated type (str -> float, list -> tuple, ...)."""
     origin = typing.get_origin(hint)
@@ -142,9 +181,13 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         raise EbmlabError(errors[0])
     if origin is tuple:
         items = parse_scalar(value) if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise EbmlabError(f"{where} must be a list such as [1, 2], got {value!r}")
         args = typing.get_args(hint)
         item_type = args[0] if args else Any
         return tuple(coerce(v, item_type, where) for v in items)
+    if (origin is dict or hint is dict) and not isinstance(value, dict):
+        raise EbmlabError(f"{where} must be a mapping such as {{kind: mlp}}, got {value!r}")
     if origin is dict or hint in (Any, dict):
         return value
     if hint is bool:
@@ -157,11 +200,14 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         raise EbmlabError(f"{where} must be true or false, got {value!r}")
     if hint in (int, float, str):
+        parsed = parse_scalar(value) if isinstance(value, str) else value
+        if isinstance(parsed, bool) and hint is not str:  # YAML's yes/true would count as 1
+            raise EbmlabError(f"{where} must be {hint.__name__}, got {value!r}")
         try:
-            converted = hint(parse_scalar(value) if isinstance(value, str) else value)
-        except (TypeError, ValueError):
+            converted = hint(parsed)
+        except (TypeError, ValueError, OverflowError):
             raise EbmlabError(f"{where} must be {hint.__name__}, got {value!r}") from None
-        if hint is int and isinstance(value, float) and value != int(value):
+        if hint is int and isinstance(parsed, float) and parsed != int(parsed):
             raise EbmlabError(f"{where} must be an integer, got {value!r}")
         return converted
     return value
@@ -169,7 +215,10 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 
 def parse_scalar(text: str) -> Any:
     """Read a CLI value the way YAML would ("1e-3" -> 0.001, "[1, 2]" -> [1, 2])."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise EbmlabError(f"{text!r} is not valid YAML: {err}".splitlines()[0]) from None
     if isinstance(value, str):
         try:
             return float(value)
@@ -183,11 +232,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise EbmlabError(f"config file {path} does not exist")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise EbmlabError(f"{path} is not a text file; a config is YAML text") from None
+    except OSError as err:
+        raise EbmlabError(f"cannot read {path}: {err.strerror}") from None
+    try:  # safe_load builds plain values only: a tag such as !!python/object is refused
+        tree = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise EbmlabError(f"{path} is not valid YAML: {err}".splitlines()[0]) from None
     if not isinstance(tree, dict):
         raise EbmlabError(f"{path} must hold a mapping with method/data/train sections")
+    for section, options in tree.items():
+        if options is not None and not isinstance(options, dict):
+            raise EbmlabError(f"{path}: section {section} must be a mapping, got {options!r}")
     return tree
 
 
