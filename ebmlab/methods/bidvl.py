@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ebmlab.config import check_choices
+from ebmlab.config import check_at_least, check_choices, check_positive
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_encoder, build_energy, build_generator, eval_mode, reparameterise
@@ -291,5 +291,9 @@ def _check(cfg: Config) -> None:
         raise EbmlabError(f"basic_ratio must be positive, got {cfg.basic_ratio}")
     if cfg.lower_steps < 1:
         raise EbmlabError(f"lower_steps must be at least 1, got {cfg.lower_steps}")
+    check_at_least(
+        sample_langevin_steps=(cfg.sample_langevin_steps, 0), sample_noise=(cfg.sample_noise, 0)
+    )
+    check_positive(sample_step_size=cfg.sample_step_size)
     if "bounded_log_var" in cfg.encoder:
         raise EbmlabError("set bounded_log_var as a method option, not inside encoder")

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ebmlab.config import check_at_least, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Energy, Langevin, ReplayBuffer, frozen_params
@@ -60,6 +61,14 @@ class Config:
     init_high: float = 1.0
     grad_clip: float | None = None  # clip of the parameters' gradient norm
     sample_steps: int = 200  # chain length for `sample`
+
+    def __post_init__(self):
+        check_at_least(
+            langevin_steps=(self.langevin_steps, 0),
+            sample_steps=(self.sample_steps, 0),
+            noise=(self.noise, 0),
+        )
+        check_positive(step_size=self.step_size)
 
 
 class CD(Method):

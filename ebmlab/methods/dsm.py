@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ebmlab.config import check_at_least, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, energy_grad, frozen_params
@@ -45,6 +46,10 @@ class Config:
     sample_step_size: float = 1e-3
     init_low: float = -1.0  # chains for `sample` start from U[init_low, init_high]^D
     init_high: float = 1.0
+
+    def __post_init__(self):
+        check_positive(sigma=self.sigma, sample_step_size=self.sample_step_size)
+        check_at_least(sample_steps=(self.sample_steps, 0))
 
 
 class DSM(Method):

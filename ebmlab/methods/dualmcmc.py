@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebmlab.config import check_choices
+from ebmlab.config import check_at_least, check_choices
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_encoder, build_energy, build_generator, eval_mode, reparameterise
@@ -258,3 +258,4 @@ def _check(cfg: Config) -> None:
         raise EbmlabError("sigma, x_step_size and z_step_size must be positive")
     if cfg.x_steps < 1 or cfg.z_steps < 0:
         raise EbmlabError("x_steps must be at least 1 and z_steps not negative")
+    check_at_least(sample_steps=(cfg.sample_steps, 0), x_noise=(cfg.x_noise, 0))

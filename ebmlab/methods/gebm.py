@@ -70,7 +70,7 @@ import torch
 from torch import Tensor, nn
 
 from ebmlab import distributed
-from ebmlab.config import check_choices
+from ebmlab.config import check_at_least, check_choices, check_positive
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, detached
 from ebmlab.nets import build_energy, build_generator, eval_mode
@@ -327,3 +327,5 @@ def _check(cfg: Config) -> None:
     )
     if cfg.energy_steps < 1 or cfg.warmup_energy_steps < 1:
         raise EbmlabError("energy_steps and warmup_energy_steps must be at least 1")
+    check_at_least(latent_steps=(cfg.latent_steps, 0), leapfrog_steps=(cfg.leapfrog_steps, 1))
+    check_positive(latent_step_size=cfg.latent_step_size, hmc_step_size=cfg.hmc_step_size)

@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ebmlab.config import check_at_least, check_positive
 from ebmlab.data.augment import Augment
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
@@ -93,6 +94,14 @@ class Config:
     )
     sample_rounds: int = 10  # N of Algorithm 2
     sample_round_steps: int = 20  # K of Algorithm 2 (Sec. 2.3: augment every 20 steps)
+
+    def __post_init__(self):
+        check_at_least(
+            noise=(self.noise, 0),
+            sample_rounds=(self.sample_rounds, 0),
+            sample_round_steps=(self.sample_round_steps, 0),
+        )
+        check_positive(step_size=self.step_size)  # langevin_steps: see backprop_steps
 
 
 class ICD(Method):

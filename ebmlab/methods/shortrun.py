@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ebmlab.config import check_at_least, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, frozen_params
@@ -48,6 +49,10 @@ class Config:
     init_low: float = -1.0  # x~_0 ~ U[init_low, init_high]^D
     init_high: float = 1.0
     grad_clip: float | None = None  # clip of the parameters' gradient norm
+
+    def __post_init__(self):
+        check_at_least(langevin_steps=(self.langevin_steps, 0), noise=(self.noise, 0))
+        check_positive(step_size=self.step_size)
 
 
 class ShortRun(Method):
