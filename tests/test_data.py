@@ -398,7 +398,10 @@ def text_file(tmp_path, name, text):
         (lambda p: text_file(p, "junk.npy", "not numpy"), "cannot read .*junk.npy"),
         (lambda p: text_file(p, "x.txt", "1"), "unsupported file type '.txt'"),
         (lambda p: text_file(p, "w.csv", "a,b\n1,x\n"), "numbers only"),
-        (lambda p: text_file(p, "r.csv", "1,2\n3\n"), "numbers only"),
+        (
+            lambda p: text_file(p, "r.csv", "1,2\n3\n"),
+            "data row 2 has 1 column\\(s\\), the first 2",
+        ),
         (lambda p: text_file(p, "e.csv", "\n"), "e.csv is empty"),
         (lambda p: (p / "none").mkdir() or p / "none", "no .png/.jpg/.jpeg images"),
     ],

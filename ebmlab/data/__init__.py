@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ TEST_SHARE = 0.1
 MIN_EXAMPLES = 10
 PIXEL_RANGE = (0.0, 255.0)
 DIGITS_RANGE = (0.0, 16.0)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -91,8 +93,9 @@ def load_dataset(
 
     Raises:
         EbmlabError: For an unknown name, a missing or unreadable file, an unsupported file type,
-            a wrong rank, NaN or infinite values, too few examples, a set not fetched yet, or
-            classes the data does not have.
+            a wrong rank, NaN or infinite values, values beyond float32 (or columns whose
+            standardisation overflows it), too few examples, a set not fetched yet, or classes
+            the data does not have.
     """
     _check_n_train(n_train)
     if classes is not None:
@@ -211,20 +214,32 @@ def _not_found_message(path: Path) -> str:
 
 
 def _read_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
+    try:  # an .npz reads its arrays lazily: they fail, if at all, inside this block too
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(loaded, np.ndarray):
+            return loaded, None
+        with loaded:
+            return _npz_arrays(path, loaded)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
+        if "allow_pickle" in reason:  # numpy refused to unpickle, as asked
+            raise EbmlabError(
+                f"cannot read {path}: it holds pickled Python objects, which ebmlab never loads "
+                "(unpickling can run code); save an array of numbers"
+            ) from None
         raise EbmlabError(f"cannot read {path}: {reason}; save it with numpy.save/savez") from None
-    if isinstance(loaded, np.ndarray):
-        return loaded, None
-    with loaded:
-        keys = list(loaded.files)
-        key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
-        if key is None:
-            raise EbmlabError(f"{path} holds {keys}; name the data array 'x' (labels 'y')")
-        label_key = next((k for k in ("y", "labels") if k in keys), None)
-        return loaded[key], loaded[label_key] if label_key else None
+
+
+def _npz_arrays(path: Path, loaded: np.lib.npyio.NpzFile) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data array ('x', or the only one) and the labels ('y' or 'labels') of an .npz."""
+    keys = list(loaded.files)
+    if not keys:
+        raise EbmlabError(f"{path} holds no arrays; save the data as 'x' (labels 'y')")
+    key = "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+    if key is None:
+        raise EbmlabError(f"{path} holds {keys}; name the data array 'x' (labels 'y')")
+    label_key = next((k for k in ("y", "labels") if k in keys), None)
+    return loaded[key], loaded[label_key] if label_key else None
 
 
 def _from_array(
@@ -251,6 +266,12 @@ def _checked(x: np.ndarray, source: str) -> np.ndarray:
         raise EbmlabError(f"{source}: values must be real numbers, got dtype {x.dtype}")
     if not np.isfinite(x).all():
         raise EbmlabError(f"{source} contains NaN or infinite values; remove or impute them")
+    largest = float(np.abs(x).max())
+    if largest > FLOAT32_MAX:
+        raise EbmlabError(
+            f"{source} holds values up to {largest:.3g}, beyond float32, the models' precision "
+            f"(at most {FLOAT32_MAX:.3g}); rescale them"
+        )
     if len(x) < MIN_EXAMPLES:
         raise EbmlabError(f"{source} has {len(x)} examples; at least {MIN_EXAMPLES} are needed")
     return x
@@ -286,8 +307,13 @@ def _tabular(name: str, x: np.ndarray, n_train: int | None, seed: int) -> Datase
     train_idx, test_idx = _split(len(x), seed)
     train = torch.as_tensor(x[train_idx][_subsample(len(train_idx), n_train, seed)])
     scaler = Scaler.standardise(train)
-    test = torch.as_tensor(x[test_idx])
-    return Dataset(name, "tabular", scaler.to_model(train), scaler.to_model(test), scaler)
+    train, test = scaler.to_model(train), scaler.to_model(torch.as_tensor(x[test_idx]))
+    if not (train.isfinite().all() and test.isfinite().all()):
+        raise EbmlabError(
+            f"{name}: standardising its columns overflows float32 (values up to "
+            f"{np.abs(x).max():.3g}); rescale them"
+        )
+    return Dataset(name, "tabular", train, test, scaler)
 
 
 def _images(
