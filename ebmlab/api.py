@@ -103,7 +103,10 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise EbmlabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise EbmlabError("device cuda was asked for but this torch build sees no GPU; use cpu")
+        raise EbmlabError(f"device {name} was asked for but this torch build sees no GPU; use cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        last = torch.cuda.device_count() - 1
+        raise EbmlabError(f"device {name} does not exist; this machine has cuda:0 to cuda:{last}")
     return device
 
 
@@ -155,6 +158,14 @@ def new_run_dir(method: str, data: DataSpec, out: str | Path | None) -> Path:
     return run_dir
 
 
+def read_resumable(run_dir: Path) -> dict[str, Any]:
+    """The saved config of a run that has a checkpoint to resume from: checked before anything
+    is written, so a run that cannot resume is left as it was."""
+    if not checkpoints.paths(run_dir):
+        raise EbmlabError(f"nothing to resume: {run_dir} holds no checkpoints/step_*.pt")
+    return read_yaml(run_dir / "config.yaml")
+
+
 def train(
     method: str,
     data: DataSpec = "8gaussians",
@@ -200,7 +211,7 @@ def train(
         if out is None:
             raise EbmlabError("resume needs the run directory: pass out=... (--out)")
         run_dir = Path(out)
-        saved_tree = distributed.decided_on_main(lambda: read_yaml(run_dir / "config.yaml"))
+        saved_tree = distributed.decided_on_main(lambda: read_resumable(run_dir))
         saved = RunConfig.from_dict(saved_tree)
         if saved.method != method:
             raise EbmlabError(f"{run_dir} holds a {saved.method!r} run, not {method!r}")
@@ -294,6 +305,11 @@ def evaluate_run(
 
     if dataset is None:
         dataset = dataset_of(run)
+    if dataset.shape != run.model.shape:
+        raise EbmlabError(
+            f"{dataset.name} has examples of shape {dataset.shape}, the model's data "
+            f"{run.model.shape}; evaluate it on data of its shape"
+        )
     if isinstance(ood, dict):
         ood_sets = {name: run.model.to_model_units(points).cpu() for name, points in ood.items()}
     else:

@@ -16,6 +16,7 @@ model units, so runs trained on differently scaled data compose in the user's un
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import torch
@@ -40,6 +41,8 @@ class Composition:
         weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
         if len(weights) != len(models):
             raise EbmlabError(f"{len(weights)} weights for {len(models)} models; give one each")
+        if not all(math.isfinite(w) for w in weights):
+            raise EbmlabError(f"weights must be finite numbers, got {weights}")
         shapes = {model.shape for model in models}
         if len(shapes) > 1:
             raise EbmlabError(f"the models' data shapes differ ({sorted(shapes)}); compose alike")
