@@ -27,8 +27,15 @@ EPILOG = """examples:
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are EbmlabErrors: one line and exit code 2, like the rest."""
+
+    def error(self, message: str):
+        raise EbmlabError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ebmlab",
         description="Train, sample, score and compare energy-based models.",
         epilog=EPILOG,
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw samples from a trained run")
     sample.add_argument("run", help="run directory")
-    sample.add_argument("--n", type=int, default=64)
+    sample.add_argument("--n", type=positive_int, default=64)
     sample.add_argument("--out", default="samples.png", help=".png picture or .npy array")
     sample.add_argument("--seed", type=int, default=0)
 
@@ -87,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also the Inception FID (fetches its network once; slow on CPU)",
     )
-    evaluate.add_argument("--n", type=int, help="number of model samples")
+    evaluate.add_argument("--n", type=positive_int, help="number of model samples")
 
     compose = commands.add_parser(
         "compose",
@@ -97,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compose.add_argument("runs", nargs="+", help="run directories, of data of one shape")
     compose.add_argument("--weights", nargs="+", type=float, help="one per run (default 1)")
-    compose.add_argument("--n", type=int, default=None, help="samples (64 images, else 2000)")
+    compose.add_argument(
+        "--n", type=positive_int, default=None, help="samples (64 images, else 2000)"
+    )
     compose.add_argument("--out", default="composed.png", help=".png picture or .npy array")
     compose.add_argument("--seed", type=int, default=0)
 
@@ -135,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--quiet", action="store_true")
     return parser
+
+
+def positive_int(text: str) -> int:
+    """A count given on the command line: a whole number of at least 1."""
+    value = int(text)  # a ValueError reads "invalid positive_int value: 'text'"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def output_path(text: str) -> Path:
+    """The --out of sample and compose, checked before any model is loaded: a .png picture or
+    .npy array, in a folder that exists."""
+    out = Path(text)
+    if out.suffix not in (".png", ".npy"):
+        raise EbmlabError(f"--out must end in .png or .npy, got {out.name}")
+    if out.is_dir():
+        raise EbmlabError(f"--out {out} is a folder; name a .png or .npy file")
+    if not out.parent.is_dir():
+        raise EbmlabError(f"--out {out}: the folder {out.parent} does not exist")
+    return out
 
 
 def names(text: str) -> list[str]:
@@ -197,16 +227,14 @@ def cmd_sample(args: argparse.Namespace) -> None:
     import ebmlab
     from ebmlab.report import save_samples_figure
 
+    out = output_path(args.out)
     run = ebmlab.load(args.run)
     samples = run.model.sample(args.n, seed=args.seed)
-    out = Path(args.out)
     if out.suffix == ".npy":
         np.save(out, samples.numpy())
-    elif out.suffix == ".png":
+    else:
         dataset = ebmlab.api.dataset_of(run)
         save_samples_figure(run.model.to_model_units(samples).cpu(), dataset, out)
-    else:
-        raise EbmlabError(f"--out must end in .png or .npy, got {out.name}")
     print(f"{args.n} samples written to {out}")
 
 
@@ -230,12 +258,10 @@ def cmd_compose(args: argparse.Namespace) -> None:
     import ebmlab
     from ebmlab.report import save_composition_figure
 
+    out = output_path(args.out)
     runs = [ebmlab.load(path) for path in args.runs]
     composition = ebmlab.compose(runs, args.weights)
     n = args.n or (64 if len(composition.shape) == 3 else 2000)
-    out = Path(args.out)
-    if out.suffix not in (".png", ".npy"):
-        raise EbmlabError(f"--out must end in .png or .npy, got {out.name}")
     torch.manual_seed(args.seed)
     samples = composition.sample_model_units(n)
     if out.suffix == ".npy":
@@ -331,8 +357,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     overrides, rest = split_overrides(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(rest)
     try:
+        args = build_parser().parse_args(rest)
         if args.command == "train":
             cmd_train(args, overrides)
         elif overrides:
