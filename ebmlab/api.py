@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 from ebmlab import checkpoints, distributed
@@ -241,10 +240,7 @@ def train(
         distributed.local_device(resolve_device(run_config.train.device)),
         progress=progress,
     )
-    if distributed.is_main():  # after the checks above: a refused run leaves no directory
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(run_config.to_dict(), sort_keys=False))
-    trainer.fit(resume=resume)
+    trainer.fit(resume=resume)  # writes config.yaml once the checks and a resume's restore pass
     for name, ema in trainer.emas.items():
         ema.copy_to(getattr(method_obj, name))  # training is over: keep the averaged weights
     run = Run(run_dir, run_config, Model(method_obj, dataset.scaler, dataset.kind))

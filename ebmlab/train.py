@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -262,12 +263,22 @@ class Trainer:
         so a time budget spans interruptions, and nothing spent outside this loop counts."""
         if resume:
             step = self.restore()
+            if step > self.cfg.steps:
+                raise EbmlabError(
+                    f"{self.run_dir} is at step {step}, past train.steps={self.cfg.steps}: "
+                    f"resume with --steps {step} or more"
+                )
         else:
             # identical weights came from one seed; from here each process draws its own noise
             torch.manual_seed(self.cfg.seed + distributed.rank())
             step = 0
-            self.save_checkpoint(step)  # the divergence guard's first point to roll back to
         main = distributed.is_main()
+        if main:  # only now: a refused run or resume leaves its directory as it was
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            (self.run_dir / "config.yaml").write_text(config)
+        if not resume:
+            self.save_checkpoint(step)  # the divergence guard's first point to roll back to
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", keep_up_to=step) if main else None
         bar = tqdm(
             total=self.cfg.steps,

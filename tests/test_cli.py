@@ -50,7 +50,7 @@ def test_train_writes_a_complete_run(trained):
     for name in (
         "config.yaml",
         "metrics.jsonl",
-        "checkpoints/step_000000040.pt",
+        "checkpoints/step_000000020.pt",
         "report.md",
         "eval.json",
         "density.png",
