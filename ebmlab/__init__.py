@@ -6,11 +6,13 @@ x = run.model.sample(1000); e = run.model.energy(x)
 run = ebmlab.load("runs/x")
 ebmlab.evaluate(run, ood=["standard"])
 both = ebmlab.compose(["runs/a", "runs/b"])   # product of experts: energies summed
+detector = ebmlab.EnergyOutlierDetector().fit(X)  # scikit-learn style, on a table X
 """
 
 from ebmlab.api import Model, Run, compose, load, train
 from ebmlab.api import evaluate_run as evaluate
-from ebmlab.errors import EbmlabError
+from ebmlab.errors import EbmlabError, InvalidInputError
+from ebmlab.estimator import EnergyDensity, EnergyOutlierDetector
 from ebmlab.methods import METHODS
 
 __version__ = "0.1.0"
@@ -18,6 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "EbmlabError",
+    "EnergyDensity",
+    "EnergyOutlierDetector",
+    "InvalidInputError",
     "Model",
     "Run",
     "__version__",
