@@ -12,10 +12,22 @@ detector = ebmlab.EnergyOutlierDetector().fit(X)  # scikit-learn style, on a tab
 from ebmlab.api import Model, Run, compose, load, train
 from ebmlab.api import evaluate_run as evaluate
 from ebmlab.errors import EbmlabError, InvalidInputError
-from ebmlab.estimator import EnergyDensity, EnergyOutlierDetector
 from ebmlab.methods import METHODS
 
 __version__ = "0.1.0"
+
+#: imported on first use: scikit-learn's estimator machinery adds about a second to every
+#: `import ebmlab`, and so to every CLI command
+_ESTIMATORS = ("EnergyDensity", "EnergyOutlierDetector")
+
+
+def __getattr__(name: str):
+    if name in _ESTIMATORS:
+        from ebmlab import estimator
+
+        return getattr(estimator, name)
+    raise AttributeError(f"module 'ebmlab' has no attribute {name!r}")
+
 
 __all__ = [
     "METHODS",
