@@ -134,7 +134,6 @@ class _EnergyEstimator(BaseEstimator):
                 f"net must be an energy net kind ('mlp') or a dict of its options, got {self.net!r}"
             )
         try:
-            get_method(self.method)
             preset = find_preset(self.method, "array", "tabular") or find_preset(
                 self.method, "array", "toy2d"
             )

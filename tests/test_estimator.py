@@ -203,8 +203,12 @@ def with_value(value):
     return x
 
 
-# (case, what is passed to fit, what the one error says); each is an InvalidInputError, both
-# an EbmlabError and the ValueError scikit-learn raises for it
+# Bad input, 33 cases: 15 tables passed to fit, 8 parameter values, 6 queries (each asked of
+# score_samples, decision_function and predict) and 4 other misuses. Each is one error with a
+# clear message: an InvalidInputError, both an EbmlabError and the ValueError scikit-learn
+# raises; but a dict in a table gets scikit-learn's TypeError and scoring before fit its
+# NotFittedError, as its own checks demand.
+# (case, what is passed to fit, what the one error says)
 BAD_TABLES = [
     ("NaN", with_value(np.nan), "contains NaN"),
     ("infinity", with_value(np.inf), "contains infinity"),
