@@ -1,0 +1,455 @@
+"""scikit-learn estimators: fit an energy-based model to a table, then score or sample it.
+
+    from ebmlab import EnergyDensity, EnergyOutlierDetector
+    density = EnergyDensity(method="cd", random_state=0).fit(X)  # X: (n_samples, n_features)
+    log_p = density.score_samples(X_new)  # -E(x): log-density up to a constant
+    detector = EnergyOutlierDetector(contamination=0.05, random_state=0).fit(X)
+    labels = detector.predict(X_new)  # +1 inlier, -1 outlier
+
+A fit is an ordinary ebmlab training run (the method's preset, the `Trainer`) on the table
+standardised per column, written to a temporary directory that is deleted when the fit ends. A
+fitted estimator is saved by pickling it (`pickle`, `joblib.dump`), as any scikit-learn one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, DensityMixin, OutlierMixin
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import check_random_state, check_scalar
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ebmlab.api import build_method_config, resolve_device
+from ebmlab.config import RunConfig, find_preset, merge, read_yaml
+from ebmlab.data import Dataset
+from ebmlab.data.scaling import Scaler
+from ebmlab.errors import EbmlabError, InvalidInputError
+from ebmlab.methods import Method, get_method
+from ebmlab.train import Trainer
+
+#: the model computes in float32: inputs and standardised values must fit its range
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: rows per forward pass when scoring
+SCORE_BATCH = 4096
+
+
+def _check_scalar(value: Any, name: str, target_type: type | tuple[type, ...], **bounds) -> None:
+    """scikit-learn's `check_scalar`, its errors as the library's `InvalidInputError`."""
+    try:
+        check_scalar(value, name, target_type, **bounds)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(str(err)) from None
+
+
+class _EnergyEstimator(BaseEstimator):
+    """What both estimators share: parameters, `fit` and `sample` (see `EnergyDensity`)."""
+
+    def __init__(
+        self,
+        method: str = "cd",
+        *,
+        net: str | dict[str, Any] = "mlp",
+        steps: int | None = None,
+        batch_size: int | None = None,
+        method_params: dict[str, Any] | None = None,
+        device: str = "cpu",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+    ):
+        self.method = method
+        self.net = net
+        self.steps = steps
+        self.batch_size = batch_size
+        self.method_params = method_params
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Train the energy-based model on X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The training table, in its own units; at least 2 rows.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+
+        Raises
+        ------
+        InvalidInputError
+            (a ValueError) for data that cannot be used (NaN, infinite or huge values, an
+            empty table, one row, a wrong shape, text) or an invalid parameter value.
+        ebmlab.train.TrainingDiverged
+            When a loss becomes NaN or infinite: lower the learning rate or step size.
+        """
+        X = self._validate(X, reset=True, ensure_min_samples=2)
+        self.scaler_ = StandardScaler().fit(X)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        config, method_config, device = self._run_config(seed)
+        x = self._to_model_units(X, device)
+        scaler = Scaler(torch.as_tensor(self.scaler_.mean_), torch.as_tensor(self.scaler_.scale_))
+        dataset = Dataset("array", "tabular", x, x, scaler)
+        devices = [device] if device.type == "cuda" else []
+        # the user's global torch RNG is left as it was: fitting draws from its own seed
+        with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as run_dir:
+            torch.manual_seed(seed)  # network initialisation repeats per random_state
+            trainer = self._trainer(method_config, dataset, config, run_dir, device)
+            self.history_ = trainer.fit()
+            for name, ema in trainer.emas.items():
+                ema.copy_to(getattr(trainer.method, name))  # keep the averaged weights
+        self.method_: Method = trainer.method.eval()
+        self.config_ = config
+        return self
+
+    def _trainer(self, method_config, dataset, config, run_dir, device) -> Trainer:
+        try:
+            method = get_method(config.method)(method_config, dataset.shape)
+            return Trainer(method, dataset, config, run_dir, device, progress=self.verbose)
+        except EbmlabError as err:  # e.g. a latent size larger than the table's width
+            raise InvalidInputError(str(err)) from None
+
+    def _run_config(self, seed: int) -> tuple[RunConfig, Any, torch.device]:
+        """The method's tabular preset (else its 2D one: vectors, standardised scale) under
+        this estimator's parameters; the run config, the method's config and the device."""
+        for name, value in (("steps", self.steps), ("batch_size", self.batch_size)):
+            if value is not None:
+                _check_scalar(value, name, int, min_val=1)
+        if isinstance(self.net, str):
+            net = {"kind": self.net}
+        elif isinstance(self.net, dict):
+            net = self.net
+        else:
+            raise InvalidInputError(
+                f"net must be an energy net kind ('mlp') or a dict of its options, got {self.net!r}"
+            )
+        try:
+            preset = find_preset(self.method, "array", "tabular") or find_preset(
+                self.method, "array", "toy2d"
+            )
+            tree = merge({"method": {"name": self.method}}, read_yaml(preset) if preset else {})
+            train = {"seed": seed, "device": self.device, "sample_every": 0}
+            train |= {"steps": self.steps} if self.steps is not None else {}
+            data = {"name": "array"}
+            data |= {"batch_size": self.batch_size} if self.batch_size is not None else {}
+            extra = {"method": {"energy_net": net, **(self.method_params or {})}}
+            config = RunConfig.from_dict(merge(tree, extra | {"data": data, "train": train}))
+            # one checkpoint, at the end, into the temporary directory
+            train_config = dataclasses.replace(config.train, ckpt_every=config.train.steps)
+            config = dataclasses.replace(config, train=train_config)
+            return config, build_method_config(config), resolve_device(self.device)
+        except EbmlabError as err:
+            raise InvalidInputError(str(err)) from None
+
+    def _validate(self, X, reset: bool, ensure_min_samples: int = 1) -> np.ndarray:
+        """X checked by scikit-learn (2D, numbers, finite) as float64, in float32's range."""
+        try:
+            X = validate_data(
+                self, X, reset=reset, dtype=np.float64, ensure_min_samples=ensure_min_samples
+            )
+        except ValueError as err:
+            raise InvalidInputError(str(err)) from None
+        largest = float(np.abs(X).max())
+        if largest > FLOAT32_MAX:
+            raise InvalidInputError(
+                f"X holds a value of magnitude {largest:.3g}, beyond float32's range "
+                f"({FLOAT32_MAX:.3g}), in which the model computes: rescale the column"
+            )
+        return X
+
+    def _to_model_units(self, X: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Standardised in float64 (no precision lost to large offsets), then float32."""
+        z = self.scaler_.transform(X)
+        largest = float(np.abs(z).max())
+        if largest > FLOAT32_MAX:
+            raise InvalidInputError(
+                f"X holds a value {largest:.3g} training standard deviations from its column's "
+                "mean, too far to score in float32"
+            )
+        return torch.as_tensor(z, dtype=torch.float32, device=device)
+
+    def _negative_energy(self, X) -> np.ndarray:
+        """-E(x) per row of X, as float64."""
+        check_is_fitted(self)
+        x = self._to_model_units(self._validate(X, reset=False), self.method_.device)
+        with torch.no_grad():
+            energies = [self.method_.energy(chunk) for chunk in x.split(SCORE_BATCH)]
+        return -torch.cat(energies).cpu().double().numpy()
+
+    def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
+        """Draw samples by the method's own sampling procedure, in the training table's units.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            The number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the sampler; an int makes the draw repeatable. The global torch RNG is left
+            as it was.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        _check_scalar(n_samples, "n_samples", int, min_val=1)
+        seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+        device = self.method_.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            parts = [
+                self.method_.sample(len(rows)).detach().cpu()
+                for rows in torch.arange(n_samples).split(SCORE_BATCH)
+            ]
+        return self.scaler_.inverse_transform(torch.cat(parts).double().numpy())
+
+
+class EnergyDensity(DensityMixin, _EnergyEstimator):
+    """Density estimation with an energy-based model, p(x) ∝ exp(−E(x)), trained by ebmlab.
+
+    Each column of X is standardised (mean 0, standard deviation 1; constant columns are only
+    centred), then any registered ebmlab method trains an MLP energy on the rows, with the
+    method's preset for tables (`<method>_tabular`) or, where a method has none, its preset
+    for 2D points (`<method>_toy2d`: vector networks and step sizes on the standardised scale).
+
+    Parameters
+    ----------
+    method : str, default="cd"
+        A method of `ebmlab.METHODS`: "cd", "shortrun", "dsm", "icd", "gebm", "bidvl",
+        "bounds", "dualmcmc". "gebm" learns an energy that re-weights its generator rather
+        than a density: it fits and samples, but `score_samples` refuses it (use
+        `EnergyOutlierDetector` to rank rows by its -E).
+    net : str or dict, default="mlp"
+        The energy network: its kind ("mlp"), or a dict of options laid over the preset's,
+        e.g. ``{"hidden": 256, "depth": 4}``.
+    steps : int, default=None
+        Training iterations; None takes the preset's (3,000 for "cd", "dsm", "shortrun").
+    batch_size : int, default=None
+        Rows per training batch (at most the table's length); None takes the preset's.
+    method_params : dict, default=None
+        Further method options over the preset's, as in a config's `method` section, e.g.
+        ``{"lr": 1e-4, "langevin_steps": 40}`` (see `ebmlab info` and each method's Config).
+    device : str, default="cpu"
+        "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). The CPU is the default: the
+        small MLPs of tables train faster there, and a fit repeats bit for bit. A model fitted
+        on a GPU unpickles only where CUDA is available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the network's initialisation, the batch order and the sampler's noise: an int
+        makes `fit` repeatable. The global torch RNG is left as it was.
+    verbose : bool, default=False
+        Show the training progress bar.
+
+    Attributes
+    ----------
+    method_ : ebmlab.methods.Method
+        The trained method, in model units (standardised columns), in eval mode.
+    scaler_ : sklearn.preprocessing.StandardScaler
+        The per-column standardisation between the table's units and the model's.
+    config_ : ebmlab.config.RunConfig
+        The resolved run configuration (preset, then this estimator's parameters).
+    history_ : list of dict
+        The training log: a row of losses every `train.log_every` steps, as metrics.jsonl.
+    n_features_in_ : int
+        Number of columns seen during `fit`.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when X had string column names.
+
+    Notes
+    -----
+    `score_samples` is log p(x) only up to the constant log Z, which no method computes and
+    which differs from one fit to the next: compare scores within one fitted model, not
+    across models. To choose parameters with `GridSearchCV`, pass a scoring that is blind to
+    that constant, e.g. the AUROC of `EnergyOutlierDetector` on labelled outliers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ebmlab import EnergyDensity
+    >>> X = np.random.default_rng(0).normal(size=(500, 3))
+    >>> density = EnergyDensity(steps=300, random_state=0).fit(X)
+    >>> scores = density.score_samples([[0, 0, 0], [4, 4, 4]])  # higher = more likely
+    >>> bool(scores[0] > scores[1])
+    True
+    >>> density.sample(5, random_state=0).shape
+    (5, 3)
+    """
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log-density of each row, up to an additive constant: -E(x).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            Higher is more likely.
+        """
+        check_is_fitted(self)
+        if not self.method_.energy_is_density:
+            raise InvalidInputError(
+                f"method {self.method!r} learns an energy that re-weights its generator, so "
+                "-E(x) is not a log-density: use EnergyOutlierDetector to rank rows by it, or "
+                "a method whose energy is a density (cd, shortrun, dsm, icd, ...)"
+            )
+        return self._negative_energy(X)
+
+    def score(self, X, y=None) -> float:
+        """Mean log-density of the rows of X, up to the model's additive constant.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+
+class EnergyOutlierDetector(OutlierMixin, _EnergyEstimator):
+    """Outlier detection by the energy of an EBM trained by ebmlab: high energy = outlier.
+
+    Fits as `EnergyDensity` (same parameters) and, as scikit-learn's `IsolationForest`,
+    thresholds the score of each row: ``decision_function = score_samples - offset_``, and
+    `predict` is +1 (inlier) where it is >= 0, -1 (outlier) elsewhere.
+
+    Parameters
+    ----------
+    method : str, default="cd"
+        A method of `ebmlab.METHODS`. For "gebm" the score is -E, its learnt critic between
+        the data and its generator, rather than a log-density.
+    contamination : "auto" or float, default="auto"
+        The share of outliers expected in the training data. A float in (0, 0.5]:
+        `offset_` is that quantile of the training rows' scores. "auto": no share is assumed;
+        `offset_` is the lower fence of a box plot of the training scores,
+        Q1 - 1.5 (Q3 - Q1), so only rows scored far below the bulk of the training rows are
+        outliers (a few percent of clean training rows fall below it).
+    net, steps, batch_size, method_params, device, random_state, verbose
+        As for `EnergyDensity`.
+
+    Attributes
+    ----------
+    offset_ : float
+        The score below which a row is an outlier.
+    method_, scaler_, config_, history_, n_features_in_, feature_names_in_
+        As for `EnergyDensity`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ebmlab import EnergyOutlierDetector
+    >>> X = np.random.default_rng(0).normal(size=(500, 3))
+    >>> detector = EnergyOutlierDetector(steps=300, contamination=0.05, random_state=0).fit(X)
+    >>> detector.predict([[0, 0, 0], [6, 6, 6]])
+    array([ 1, -1])
+    """
+
+    def __init__(
+        self,
+        method: str = "cd",
+        *,
+        contamination: str | float = "auto",
+        net: str | dict[str, Any] = "mlp",
+        steps: int | None = None,
+        batch_size: int | None = None,
+        method_params: dict[str, Any] | None = None,
+        device: str = "cpu",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: bool = False,
+    ):
+        super().__init__(
+            method,
+            net=net,
+            steps=steps,
+            batch_size=batch_size,
+            method_params=method_params,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.contamination = contamination
+
+    def fit(self, X, y=None):
+        """Train on X and set `offset_` from the training rows' scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.contamination != "auto":
+            _check_scalar(
+                self.contamination,
+                "contamination",
+                (float, int),
+                min_val=0,
+                max_val=0.5,
+                include_boundaries="right",
+            )
+        super().fit(X)
+        scores = self.score_samples(X)
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(scores, [25, 75])
+            self.offset_ = float(q1 - 1.5 * (q3 - q1))
+        else:
+            self.offset_ = float(np.percentile(scores, 100 * self.contamination))
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        """-E(x) per row: the opposite of the outlier score, higher = more normal.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        return self._negative_energy(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        decision : ndarray of shape (n_samples,)
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """+1 for inliers, -1 for outliers.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return np.where(self.decision_function(X) >= 0, 1, -1)
