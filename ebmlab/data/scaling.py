@@ -29,9 +29,12 @@ class Scaler(nn.Module):
 
     @classmethod
     def standardise(cls, x: Tensor) -> Scaler:
-        """Per-column mean 0 and standard deviation 1 (constant columns keep scale 1)."""
-        std = x.std(dim=0)
-        return cls(x.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
+        """Per-column mean 0 and standard deviation 1, computed in float64; a column whose
+        values are all equal keeps scale 1 (its float rounding is no spread to divide by)."""
+        x = x.double()
+        constant = (x == x[:1]).all(dim=0)
+        std = torch.where(constant, torch.ones_like(x[0]), x.std(dim=0))
+        return cls(x.mean(dim=0), std)
 
     def to_model(self, x: Tensor) -> Tensor:
         return (x - self.shift) / self.scale
