@@ -339,6 +339,12 @@ def test_a_constant_column_keeps_scale_one_and_a_small_offset_stays_small():
     assert abs(off.item()) < 1e-3  # 1e-4 in user units, not 1e4 deviations
 
 
+def test_a_table_near_float32s_limit_standardises_in_float64():
+    table = np.tile([[3e38, 1.0], [-3e38, 2.0]], (10, 1))  # float32 sums would overflow
+    dataset = load_dataset(table)
+    assert torch.allclose(dataset.train.abs(), torch.ones_like(dataset.train), rtol=0.1)
+
+
 def test_csv_without_header_and_in_memory_tables(tmp_path):
     path = tmp_path / "plain.csv"
     path.write_text("\n".join(f"{i},{i * i}" for i in range(20)) + "\n")
