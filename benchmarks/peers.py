@@ -6,18 +6,20 @@
 For each workload of `sampler_floor.py` (one energy net and its chains), every runner takes
 STEPS unadjusted Langevin steps from the same start with the net's parameters frozen: a plain
 autograd loop (the yardstick), ebmkit's `LangevinDynamics`, torchebm's `LangevinDynamics`, ebmlab's
-`Langevin`, and with `--compile` ebmlab's `Langevin(compile=True)`. Each cell is the median
-milliseconds per step over `--repeats` runs after a warm-up; the last columns divide the faster
-peer's time by ebmlab's (above 1: ebmlab is faster). Prints a table; asserts nothing.
+`Langevin`, and with `--compile` ebmlab's `Langevin(compile=True)`. After a warm-up, each of
+`--repeats` rounds times every runner in turn; a cell is the median milliseconds per step, and
+the last columns are the median over rounds of the faster peer's time over ebmlab's in the same
+round (above 1: ebmlab is faster). Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from collections.abc import Callable
 
 import torch
-from sampler_floor import STEPS, WORKLOADS, median_seconds
+from sampler_floor import STEPS, WORKLOADS, paired_ratio, timed_rounds
 from torch import nn
 
 from ebmlab.api import resolve_device
@@ -89,13 +91,11 @@ def main() -> None:
         net = build_energy(shape, **options).to(device)
         x = torch.randn(chains, *shape, device=device)
         with frozen_params(net):
-            ms = {
-                name: 1000 * median_seconds(make(net, x), args.repeats, device) / STEPS
-                for name, make in runners.items()
-            }
-        faster_peer = min(ms["ebmkit"], ms["torchebm"])
-        cells = [f"{ms[name]:.3f}" for name in runners]
-        cells += [f"{faster_peer / ms[name]:.2f}" for name in mine]
+            runs = {name: make(net, x) for name, make in runners.items()}
+            times = timed_rounds(runs, args.repeats, device)
+        faster_peer = [min(pair) for pair in zip(times["ebmkit"], times["torchebm"], strict=True)]
+        cells = [f"{1000 * statistics.median(times[name]) / STEPS:.3f}" for name in runners]
+        cells += [f"{paired_ratio(faster_peer, times[name]):.2f}" for name in mine]
         print(f"| {workload} | " + " | ".join(cells) + " |")
 
 

@@ -6,9 +6,11 @@ A Langevin step cannot cost less than one forward and one input-backward of the 
 For each workload this times that pair in isolation (the floor: `x.requires_grad_()`, forward,
 `torch.autograd.grad`, parameters frozen as during sampling) and one step of ebmlab's Langevin,
 MALA and HMC (per gradient evaluation), and prints each step's time divided by the floor. With
-`--compile` it adds `Langevin(compile=True)` (forward, backward and update in one compiled
-graph) and the floor of the compiled net alone, both divided by the eager floor. Each figure is
-the median over `--repeats` timed runs after a warm-up; prints a table, asserts nothing.
+`--compile` it adds `Langevin(compile=True)` (forward, input backward and update compiled) and
+the floor of the compiled net alone, both divided by the eager floor. After a warm-up, each of
+`--repeats` rounds times the floor and every sampler in turn; a ratio is the median over rounds
+of the two times within one round, so that other load on the machine cancels out. Prints a
+table, asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,18 +37,31 @@ WORKLOADS = {
 STEPS = 20  # sampler steps per timed run
 
 
-def median_seconds(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    run()  # warm-up: allocations, cuDNN autotuning, compilation
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def timed_rounds(
+    runs: dict[str, Callable[[], object]], repeats: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds of every run in each of `repeats` rounds, after one warm-up call of each
+    (allocations, cuDNN autotuning, compilation). A round times the runs one after another, so
+    a change in load (other processes on a shared CPU) falls on all of them alike and ratios
+    taken within a round stay fair where run-by-run medians drift apart."""
+    for run in runs.values():
         run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[label].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median over rounds of one run's time over another's in the same round."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators, strict=True))
 
 
 def floor_pair(net: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -78,16 +93,14 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict[s
     if args.compile:
         samplers["langevin compiled"] = Langevin(steps=STEPS, step_size=1e-3, compile=True)
     with frozen_params(net):
-        floor = median_seconds(floor_pair(net, x), args.repeats, device)
-        row = {"floor ms": 1000 * floor / STEPS}
-        for label, sampler in samplers.items():
-            seconds = median_seconds(sampler_run(sampler, net, x), args.repeats, device)
-            row[label] = seconds / floor
+        runs = {"floor": floor_pair(net, x)}
+        runs.update({label: sampler_run(sampler, net, x) for label, sampler in samplers.items()})
         if args.compile:
-            compiled = torch.compile(net)
-            row["compiled net floor"] = (
-                median_seconds(floor_pair(compiled, x), args.repeats, device) / floor
-            )
+            runs["compiled net floor"] = floor_pair(torch.compile(net), x)
+        times = timed_rounds(runs, args.repeats, device)
+    row = {"floor ms": 1000 * statistics.median(times["floor"]) / STEPS}
+    for label in list(runs)[1:]:
+        row[label] = paired_ratio(times[label], times["floor"])
     return row
 
 

@@ -151,15 +151,25 @@ def test_energy_grad_matches_the_analytic_gradient_under_no_grad():
     assert math.isfinite(float(energies.sum()))
 
 
+COMPILED_CASES = {  # id -> (chain shape, energy net options, grad_clip)
+    "mlp": ((2,), {"kind": "mlp", "hidden": 32, "depth": 2, "activation": "swish"}, None),
+    "mlp-clipped": ((2,), {"kind": "mlp", "hidden": 32, "depth": 2, "activation": "swish"}, 0.05),
+    "conv-clipped": ((1, 8, 8), {"kind": "conv", "width": 4}, 0.05),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("grad_clip", [None, 0.05])
-def test_compiled_langevin_follows_the_eager_chains(grad_clip):
-    """Same net, start and noise stream: the compiled step (forward, torch.func.grad and update
-    in one graph) reproduces the eager chains up to float rounding, and frees no parameter."""
+@pytest.mark.parametrize("case", list(COMPILED_CASES))
+def test_compiled_langevin_follows_the_eager_chains(case):
+    """Same net, start and noise stream: the compiled step reproduces the eager chains up to
+    float rounding and frees no parameter, both for flat chains (forward, torch.func.grad and
+    update in one graph) and for image chains on the CPU (torch.autograd.grad between a
+    compiled forward and backward)."""
     from ebmlab.nets import build_energy
 
-    net = build_energy((2,), kind="mlp", hidden=32, depth=2, activation="swish")
-    start = torch.randn(256, 2)
+    shape, options, grad_clip = COMPILED_CASES[case]
+    net = build_energy(shape, **options)
+    start = torch.randn(64, *shape)
     chains = {}
     with frozen_params(net):
         for compiled in (False, True):
@@ -170,3 +180,20 @@ def test_compiled_langevin_follows_the_eager_chains(grad_clip):
     assert not torch.equal(chains[False], start)
     torch.testing.assert_close(chains[True], chains[False], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(info["grad_norm"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["mlp", "conv-clipped"])
+def test_compiled_langevin_leaves_trainable_parameters_without_gradients(case):
+    """Under `compiled_langevin` (how train.compile reaches the samplers) with parameters left
+    trainable, the compiled step's backward never stores a gradient and no flag changes."""
+    from ebmlab.nets import build_energy
+    from ebmlab.samplers import compiled_langevin
+
+    shape, options, grad_clip = COMPILED_CASES[case]
+    net = build_energy(shape, **options)
+    with compiled_langevin():
+        sampler = Langevin(steps=3, step_size=0.05, grad_clip=grad_clip)
+        samples, _ = sampler(net, torch.randn(8, *shape))
+    assert torch.isfinite(samples).all()
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
