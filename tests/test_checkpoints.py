@@ -165,9 +165,15 @@ def launch(tmp_path: Path, run_dir: Path, steps: int, resume: bool = False) -> s
     )
 
 
+def newest_step(run_dir: Path) -> int:
+    names = checkpoints.paths(run_dir)
+    return int(names[0].stem.removeprefix("step_")) if names else -1
+
+
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, step: int) -> None:
+    """Until a checkpoint of `step` or later exists (older ones rotate away quickly)."""
     deadline = time.monotonic() + 120
-    while not checkpoints.path_for(run_dir, step).exists():
+    while newest_step(run_dir) < step:
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no checkpoint within two minutes"
         time.sleep(0.01)
