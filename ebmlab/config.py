@@ -64,14 +64,6 @@ class TrainConfig:
 
     def __post_init__(self):
         check_choices(**{"train.amp": (self.amp, ("none", "bf16"))})
-        if self.keep_checkpoints < 1:
-            raise EbmlabError(
-                f"train.keep_checkpoints must be at least 1, got {self.keep_checkpoints}"
-            )
-        if not 0 < self.divergence_lr_factor < 1:
-            raise EbmlabError(
-                f"train.divergence_lr_factor must lie in (0, 1), got {self.divergence_lr_factor}"
-            )
         check_positive(
             **{
                 "train.steps": self.steps,
@@ -80,10 +72,12 @@ class TrainConfig:
                 "train.eval_samples": self.eval_samples,
                 "train.max_seconds": self.max_seconds,
                 "train.energy_bound": self.energy_bound,
+                "train.divergence_lr_factor": self.divergence_lr_factor,
             }
         )
         check_at_least(
             **{
+                "train.keep_checkpoints": (self.keep_checkpoints, 1),
                 "train.seed": (self.seed, 0),
                 "train.sample_every": (self.sample_every, 0),
                 "train.ema_decay": (self.ema_decay, 0),
@@ -91,6 +85,10 @@ class TrainConfig:
         )
         if not self.ema_decay < 1:
             raise EbmlabError(f"train.ema_decay must be below 1 (0 is off), got {self.ema_decay}")
+        if not self.divergence_lr_factor < 1:
+            raise EbmlabError(
+                f"train.divergence_lr_factor must be below 1, got {self.divergence_lr_factor}"
+            )
 
 
 @dataclass(frozen=True)
