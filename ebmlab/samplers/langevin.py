@@ -113,8 +113,11 @@ def compiled_langevin(enabled: bool = True) -> Iterator[None]:
 @functools.cache
 def _compiled_update() -> Callable:
     """`_pure_update` compiled, once per process (torch's guards recompile it per energy net
-    and step settings); made on first use, so importing ebmlab does not load the compiler."""
-    return torch.compile(_pure_update, dynamic=False)
+    and step settings), with large CPU matrix products through oneDNN (`cpu_matmul`); made on
+    first use, so importing ebmlab does not load the compiler."""
+    from ebmlab.samplers.cpu_matmul import compile_options
+
+    return torch.compile(_pure_update, dynamic=False, options=compile_options())
 
 
 def langevin_step(

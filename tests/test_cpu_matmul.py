@@ -1,0 +1,124 @@
+"""The oneDNN route for the matrix products of compiled CPU steps (samplers/cpu_matmul.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from ebmlab.samplers import Langevin, frozen_params
+from ebmlab.samplers.cpu_matmul import (
+    MIN_MULTIPLY_ADDS,
+    OneDnnMatmuls,
+    onednn_addmm,
+    onednn_available,
+)
+
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+
+
+def layouts(a, b):
+    """Row-major operands, and each of them as the transpose of a contiguous tensor."""
+    return {
+        "contiguous": (a, b),
+        "a transposed": (a.t().contiguous().t(), b),
+        "b transposed": (a, b.t().contiguous().t()),
+    }
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "a transposed", "b transposed"])
+def test_the_op_computes_mm_and_addmm(layout):
+    a, b, bias = torch.randn(300, 40), torch.randn(40, 70), torch.randn(70)
+    a, b = layouts(a, b)[layout]
+    torch.testing.assert_close(onednn_addmm(None, a, b), a @ b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        onednn_addmm(bias, a, b), torch.addmm(bias, a, b), rtol=1e-5, atol=1e-5
+    )
+
+
+def products(a, b, bias, small, wide):
+    return (
+        torch.mm(a, b),  # rewritten
+        torch.addmm(bias, a, b),  # rewritten
+        torch.addmm(bias, a, b, alpha=2.0),  # kept: oneDNN's inner product has no alpha
+        torch.mm(small, small),  # kept: under MIN_MULTIPLY_ADDS
+        torch.mm(wide.double(), wide.double().t()),  # kept: float64
+    )
+
+
+def test_the_pass_rewrites_large_float32_products_and_keeps_the_rest():
+    rows = MIN_MULTIPLY_ADDS // (32 * 32)  # exactly the threshold
+    inputs = (
+        torch.randn(rows, 32),
+        torch.randn(32, 32),
+        torch.randn(32),
+        torch.randn(8, 8),
+        torch.randn(rows, 32),
+    )
+    expected = products(*inputs)
+    traced = make_fx(products, tracing_mode="fake")(*inputs)
+    OneDnnMatmuls()(traced.graph)
+    traced.recompile()
+    targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
+    assert targets.count(torch.ops.ebmlab.onednn_addmm.default) == 2
+    assert targets.count(torch.ops.aten.mm.default) == 2
+    assert targets.count(torch.ops.aten.addmm.default) == 1
+    for got, want in zip(traced(*inputs), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_langevin_runs_large_products_through_onednn_and_follows_eager():
+    """1,024 chains through 32 x 32 layers: 2^20 multiply-adds per product, so the compiled
+    step's code calls the op, and its chains equal the eager ones up to float rounding."""
+    from torch._inductor.utils import run_and_get_code
+
+    from ebmlab.nets import build_energy
+
+    net = build_energy((2,), kind="mlp", hidden=32, depth=2, activation="swish")
+    start = torch.randn(1024, 2)
+    chains = {}
+    with frozen_params(net), torch._inductor.config.patch(fx_graph_cache=False):
+        for compiled in (False, True):
+            sampler = Langevin(steps=10, step_size=0.05, compile=compiled)
+            generator = torch.Generator().manual_seed(3)
+            (chains[compiled], _), code = run_and_get_code(sampler, net, start, generator=generator)
+    assert "ebmlab.onednn_addmm" in "\n".join(code)
+    assert not torch.equal(chains[False], start)
+    torch.testing.assert_close(chains[True], chains[False], atol=1e-5, rtol=1e-5)
+
+
+CACHED_RUN = """
+import torch
+from torch._dynamo.utils import counters
+from ebmlab.nets import build_energy
+from ebmlab.samplers import Langevin, frozen_params
+torch.manual_seed(0)
+net = build_energy((2,), kind="mlp", hidden=32, depth=2, activation="swish")
+with frozen_params(net):
+    chains, _ = Langevin(steps=3, step_size=0.05, compile=True)(net, torch.randn(1024, 2))
+print(counters["inductor"]["fxgraph_cache_hit"], chains.double().sum().item())
+"""
+
+
+@pytest.mark.slow
+def test_a_compiled_step_read_back_from_inductors_cache_finds_the_op(tmp_path):
+    """A second process loads the compiled step from inductor's on-disk cache, where the pass
+    does not run: the op must be registered all the same (it once was not)."""
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+    }
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", CACHED_RUN], env=env, capture_output=True, text=True, timeout=300
+        )
+        for _ in range(2)
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[1].stderr[-2000:]
+    (first_hits, first), (hits, second) = (run.stdout.split() for run in runs)
+    assert int(first_hits) == 0 and int(hits) >= 1
+    assert first == second
