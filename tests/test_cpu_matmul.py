@@ -71,14 +71,14 @@ def test_the_pass_rewrites_large_float32_products_and_keeps_the_rest():
 
 @pytest.mark.slow
 def test_compiled_langevin_runs_large_products_through_onednn_and_follows_eager():
-    """1,024 chains through 32 x 32 layers: 2^20 multiply-adds per product, so the compiled
+    """2,048 chains through 64 x 64 layers: 2^23 multiply-adds per product, so the compiled
     step's code calls the op, and its chains equal the eager ones up to float rounding."""
     from torch._inductor.utils import run_and_get_code
 
     from ebmlab.nets import build_energy
 
-    net = build_energy((2,), kind="mlp", hidden=32, depth=2, activation="swish")
-    start = torch.randn(1024, 2)
+    net = build_energy((2,), kind="mlp", hidden=64, depth=2, activation="swish")
+    start = torch.randn(2048, 2)
     chains = {}
     with frozen_params(net), torch._inductor.config.patch(fx_graph_cache=False):
         for compiled in (False, True):
@@ -96,9 +96,9 @@ from torch._dynamo.utils import counters
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, frozen_params
 torch.manual_seed(0)
-net = build_energy((2,), kind="mlp", hidden=32, depth=2, activation="swish")
+net = build_energy((2,), kind="mlp", hidden=64, depth=2, activation="swish")
 with frozen_params(net):
-    chains, _ = Langevin(steps=3, step_size=0.05, compile=True)(net, torch.randn(1024, 2))
+    chains, _ = Langevin(steps=3, step_size=0.05, compile=True)(net, torch.randn(2048, 2))
 print(counters["inductor"]["fxgraph_cache_hit"], chains.double().sum().item())
 """
 

@@ -5,15 +5,18 @@ sgemm. MKL runs its AVX-512 kernels only on Intel processors; on AMD ones it tak
 (pytorch/pytorch#38412), at half the peak of a core with AVX-512. oneDNN, which ships inside
 the same torch wheel and picks its kernels by instruction set alone, runs AVX-512 there. On the
 reference machine (2 cores of an AMD EPYC Zen 5), 10,000 x 128 @ 128 x 128 took 1.98 ms by MKL
-and 0.91 ms by oneDNN, both 5.4e-7 from the float64 product relative to its largest entry; on
-Intel processors the two libraries run the same kernels (intel/intel-extension-for-pytorch#475).
+and 0.91 ms by oneDNN, both 5.4e-7 from the float64 product relative to its largest entry. On
+Intel processors the two were reported at par (intel/intel-extension-for-pytorch#475); no Intel
+machine was at hand to measure it here.
 
 `OneDnnMatmuls` is an inductor post-grad pass: it rewrites each float32 CPU `mm` and `addmm` of
 a compiled graph with at least `MIN_MULTIPLY_ADDS` multiply-adds into `ebmlab::onednn_addmm`, a
-custom op that calls oneDNN's inner product. Smaller products keep MKL, where the op's dispatch
-would cost more than it saves. Inductor's own oneDNN linear lowering needs weights frozen into
-the graph as constants, which would go stale at the next optimiser step, so the op goes through
-`torch.library` and reaches the compiled code as an extern kernel.
+custom op that calls oneDNN's inner product. Smaller products keep MKL: the op's dispatch costs
+10-20 us, which ate the gain at 256 x 128 @ 128 x 128 (4.2e6 multiply-adds: 54 us by MKL, 57 us
+through the op) and on thin products (inner or outer size 1 or 2) of up to a few thousand rows.
+Inductor's own oneDNN linear lowering needs weights frozen into the graph as constants, which
+would go stale at the next optimiser step, so the op goes through `torch.library` and reaches
+the compiled code as an extern kernel.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from torch import Tensor, fx
 from torch._inductor.custom_graph_pass import CustomGraphPass
 
-MIN_MULTIPLY_ADDS = 1 << 20
+MIN_MULTIPLY_ADDS = 1 << 23  # 512 x 128 @ 128 x 128: 102 us by MKL, 80 us through the op
 aten = torch.ops.aten
 
 
