@@ -5,13 +5,13 @@
 
 For each workload of `sampler_floor.py` (one energy net and its chains), every runner takes
 STEPS unadjusted Langevin steps from the same start with the net's parameters frozen: a plain
-autograd loop (the yardstick), ebmkit's `LangevinDynamics`, torchebm's `LangevinDynamics`, ebmlab's
-`Langevin`, and with `--compile` ebmlab's `Langevin(compile=True)`. After a warm-up, each of
-`--repeats` rounds times every runner in turn; a cell is the median milliseconds per step, and
-the last columns take, for each peer, the median over rounds of its time over ebmlab's in the
-same round, and show the smaller of the two (above 1: ebmlab is faster than both). A per-round
-minimum of the two peers' times would be biased low by noise, so it is not used. Prints a
-table; asserts nothing.
+autograd loop (the yardstick), ebmkit's `LangevinDynamics`, torchebm's `LangevinDynamics`,
+ebmlab's `Langevin`, and with `--compile` ebmlab's `Langevin(compile=True)`. After a warm-up,
+each of `--repeats` rounds times every runner in turn, in a new order each round; a cell is the
+median milliseconds per step, and the last columns take, for each peer, the median over rounds
+of its time over ebmlab's in the same round, and show the smaller of the two (above 1: ebmlab is
+faster than both). A per-round minimum of the two peers' times would be biased low by noise, so
+it is not used. Prints a table; asserts nothing.
 """
 
 from __future__ import annotations

@@ -2,20 +2,21 @@
 
     python benchmarks/sampler_floor.py [--device cpu|cuda] [--compile] [--repeats 7]
 
-A Langevin step cannot cost less than one forward and one input-backward of the energy net.
-For each workload this times that pair in isolation (the floor: `x.requires_grad_()`, forward,
+A Langevin step cannot cost less than one forward and one input-backward of the energy net. For
+each workload this times that pair in isolation (the floor: `x.requires_grad_()`, forward,
 `torch.autograd.grad`, parameters frozen as during sampling) and one step of ebmlab's Langevin,
 MALA and HMC (per gradient evaluation), and prints each step's time divided by the floor. With
 `--compile` it adds `Langevin(compile=True)` (forward, input backward and update compiled) and
 the floor of the compiled net alone, both divided by the eager floor. After a warm-up, each of
-`--repeats` rounds times the floor and every sampler in turn; a ratio is the median over rounds
-of the two times within one round, so that other load on the machine cancels out. Prints a
-table, asserts nothing.
+`--repeats` rounds times the floor and every sampler in turn, in a new order each round; a ratio
+is the median over rounds of the two times within one round, so that other load on the machine
+cancels out. Prints a table, asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -43,16 +44,20 @@ def timed_rounds(
     """Seconds of every run in each of `repeats` rounds, after one warm-up call of each
     (allocations, cuDNN autotuning, compilation). A round times the runs one after another, so
     a change in load (other processes on a shared CPU) falls on all of them alike and ratios
-    taken within a round stay fair where run-by-run medians drift apart."""
+    taken within a round stay fair where run-by-run medians drift apart. Each round takes the
+    runs in a new order (seeded), so that no run keeps a place or a neighbour whose memory and
+    cache traffic it would inherit."""
     for run in runs.values():
         run()
     times: dict[str, list[float]] = {label: [] for label in runs}
+    order, shuffler = list(runs), random.Random(0)
     for _ in range(repeats):
-        for label, run in runs.items():
+        shuffler.shuffle(order)
+        for label in order:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            run()
+            runs[label]()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[label].append(time.perf_counter() - start)
