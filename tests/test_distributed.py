@@ -194,3 +194,18 @@ def test_each_process_trains_on_its_own_rows_of_the_global_batch(tmp_path, monke
     )
     with pytest.raises(ebmlab.EbmlabError, match="multiple of the 2 processes"):
         Trainer(run.method, dataset, odd, tmp_path, torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL between processes needs 2 GPUs")
+def test_two_gpu_processes_keep_identical_weights_over_nccl(tmp_path):
+    """The launch the README shows for one machine with GPUs: each process on cuda:LOCAL_RANK,
+    gradients averaged by NCCL, the weights equal on both ranks and their chains their own."""
+    (tmp_path / "dump").mkdir()
+    args = [*train_icd(tmp_path / "run", 10), "--device", "cuda", "--no-eval"]
+    torchrun("tests.distributed_worker", "train", tmp_path / "dump", "train", *args)
+    rank0, rank1 = (torch.load(tmp_path / f"dump/rank{r}.pt", map_location="cpu") for r in (0, 1))
+    for key in set(rank0) - PER_PROCESS:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert not torch.equal(rank0["buffer.storage"], rank1["buffer.storage"])
+    saved = checkpoint(tmp_path / "run")
+    assert saved["step"] == 10 and saved["processes"] == 2
