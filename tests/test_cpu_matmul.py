@@ -20,15 +20,17 @@ pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch built with
 
 
 def layouts(a, b):
-    """Row-major operands, and each of them as the transpose of a contiguous tensor."""
+    """Row-major operands, each of them as the transpose of a contiguous tensor, and a row
+    repeated by a zero stride."""
     return {
         "contiguous": (a, b),
         "a transposed": (a.t().contiguous().t(), b),
         "b transposed": (a, b.t().contiguous().t()),
+        "a broadcast": (a[:1].expand_as(a), b),  # stride 0, as autograd's ones for a sum
     }
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "a transposed", "b transposed"])
+@pytest.mark.parametrize("layout", ["contiguous", "a transposed", "b transposed", "a broadcast"])
 def test_the_op_computes_mm_and_addmm(layout):
     a, b, bias = torch.randn(300, 40), torch.randn(40, 70), torch.randn(70)
     a, b = layouts(a, b)[layout]
