@@ -32,8 +32,14 @@ MIN_MULTIPLY_ADDS = 1 << 23  # 512 x 128 @ 128 x 128: 102 us by MKL, 80 us throu
 aten = torch.ops.aten
 
 
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def onednn_can_replace_mkl() -> bool:
+    """MKL computes this build's float32 products and oneDNN's inner product is there: the x86
+    builds of torch. Elsewhere (ARM, OpenBLAS builds) the pass has nothing to replace."""
+    return (
+        torch.backends.mkl.is_available()
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 @torch.library.custom_op("ebmlab::onednn_addmm", mutates_args=())
@@ -95,5 +101,5 @@ class OneDnnMatmuls(CustomGraphPass):
 
 
 def compile_options() -> dict:
-    """Options for `torch.compile` that route large CPU products to oneDNN where it exists."""
-    return {"post_grad_custom_post_pass": OneDnnMatmuls()} if onednn_available() else {}
+    """Options for `torch.compile` that route large CPU products from MKL to oneDNN."""
+    return {"post_grad_custom_post_pass": OneDnnMatmuls()} if onednn_can_replace_mkl() else {}
