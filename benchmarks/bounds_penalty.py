@@ -81,7 +81,7 @@ def draw(args: argparse.Namespace, root: Path, weights: list[float]) -> None:
     from ebmlab.report import save_density_comparison
 
     torch.manual_seed(args.seed)
-    runs = {f"w = {w:g}": ebmlab.load(root / f"w_{w:g}") for w in weights}
+    runs = {f"w = {w:g}": ebmlab.load(root / f"w_{w:g}").method for w in weights}
     save_density_comparison(runs, load_dataset(args.data), Path(args.figure))
     print(f"figure: {args.figure}")
 

@@ -322,7 +322,8 @@ def evaluate_run(
     run.metrics = metrics
     (run.path / "eval.json").write_text(json.dumps(metrics, indent=2))
     if report:
-        write_report(run, dataset, read_history(run.path), ood_sets)
+        history = read_history(run.path)
+        write_report(run.path, run.method, run.config, dataset, metrics, history, ood_sets)
     return metrics
 
 
@@ -337,9 +338,14 @@ def compose(runs: list, weights: list[float] | None = None):
     Returns:
         An `ebmlab.tasks.Composition` with `energy(x)` and `sample(n, seed)` in user units.
     """
-    from ebmlab.tasks.compose import compose_runs
+    from ebmlab.tasks.compose import Composition
 
-    return compose_runs(runs, weights)
+    def as_model(run: Run | Model | str | Path) -> Model:
+        if isinstance(run, Model):
+            return run
+        return (run if isinstance(run, Run) else load(run)).model
+
+    return Composition([as_model(run) for run in runs], weights)
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

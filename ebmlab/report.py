@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
@@ -15,10 +15,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from ebmlab.config import RunConfig  # noqa: E402
 from ebmlab.data import Dataset  # noqa: E402
-
-if TYPE_CHECKING:
-    from ebmlab.api import Run
 
 METRIC_NOTES = {
     "kl": "exact KL(p_data ‖ p_model), nats, exp(-E) normalised on a grid",
@@ -119,13 +117,15 @@ def save_reconstruction_figure(test: Tensor, rebuilt: Tensor, path: Path) -> Non
     plt.close(fig)
 
 
-def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int = 200) -> None:
+def save_density_figure(
+    method: Any, method_name: str, dataset: Dataset, path: Path, resolution: int = 200
+) -> None:
     """2D only: data density, model density exp(-E)/Z, and model samples, on one box. For a
     model whose exp(-E) is no density (GEBM), the middle panel is its re-weighting exp(-E) and
     a fourth shows samples of its base alone."""
     from ebmlab.metrics.toy2d import density_grid
 
-    method, bounds = run.method, dataset.bounds
+    bounds = dataset.bounds
     with torch.no_grad():
         _, _, log_p = density_grid(dataset.log_density, bounds, resolution)
         _, _, neg_e = density_grid(
@@ -137,7 +137,7 @@ def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int 
     _show_density(axes[0], log_p, bounds, "data density")
     title = "model density exp(-E)/Z" if is_density else "re-weighting exp(-E) of the base"
     _show_density(axes[1], neg_e, bounds, title)
-    _scatter(axes[2], samples, f"samples ({run.config.method}.sample)", bounds)
+    _scatter(axes[2], samples, f"samples ({method_name}.sample)", bounds)
     if not is_density:
         base = method.sample(2000, from_base=True).detach().cpu()
         _scatter(axes[3], base, "samples of the base alone", bounds)
@@ -147,19 +147,19 @@ def save_density_figure(run: Run, dataset: Dataset, path: Path, resolution: int 
 
 
 def save_density_comparison(
-    runs: dict[str, Run], dataset: Dataset, path: Path, n_samples: int = 2000
+    methods: dict[str, Any], dataset: Dataset, path: Path, n_samples: int = 2000
 ) -> None:
-    """2D only: one column per labelled run, its density exp(-E)/Z above its samples, and the
-    data's density in the first column. A model whose exp(-E) is no density (GEBM) shows its
-    re-weighting exp(-E) and says so."""
+    """2D only: one column per labelled method (a trained `Method`), its density exp(-E)/Z above
+    its samples, and the data's density in the first column. A model whose exp(-E) is no density
+    (GEBM) shows its re-weighting exp(-E) and says so."""
     from ebmlab.metrics.toy2d import density_grid
 
     bounds = dataset.bounds
-    fig, axes = plt.subplots(2, len(runs) + 1, figsize=(3.2 * (len(runs) + 1), 6.4), squeeze=False)
+    columns = len(methods) + 1
+    fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
     _show_density(axes[0, 0], density_grid(dataset.log_density, bounds)[2], bounds, "data density")
     _scatter(axes[1, 0], dataset.test[:n_samples], "data", bounds)
-    for column, (label, run) in enumerate(runs.items(), start=1):
-        method = run.method
+    for column, (label, method) in enumerate(methods.items(), start=1):
         title = label if method.energy_is_density else f"{label}: exp(-E), not p"
         _show_density(
             axes[0, column], _neg_energy_grid(method.energy, method.device, bounds), bounds, title
@@ -311,51 +311,58 @@ def _sampling_lines(method) -> list[str]:
 
 
 def write_report(
-    run: Run,
+    run_dir: Path,
+    method: Any,
+    config: RunConfig,
     dataset: Dataset,
+    metrics: dict[str, float],
     history: list[dict[str, float]],
     ood_sets: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Write report.md and its figures into the run directory; returns the report's path."""
+    """Write report.md and its figures into `run_dir` for a trained `method` (a `Method`, with
+    its final weights) and its resolved `config`; returns the report's path.
+
+    It takes the parts of a run rather than the API's `Run`, so that the API sits on top of the
+    report and not beside it (`ebmlab.api` calls this; this never imports it)."""
     figures = []
     if history:
-        save_loss_figure(history, run.path / "loss.png")
+        save_loss_figure(history, run_dir / "loss.png")
         figures.append(("Training curves", "loss.png"))
     if grad_norm_keys(history):
-        save_grad_norm_figure(history, run.path / "grad_norms.png")
+        save_grad_norm_figure(history, run_dir / "grad_norms.png")
         figures.append(("Gradient magnitude of each loss term", "grad_norms.png"))
     if dataset.kind == "toy2d":
-        save_density_figure(run, dataset, run.path / "density.png")
+        save_density_figure(method, config.method, dataset, run_dir / "density.png")
         figures.append(("Data density, model density and samples", "density.png"))
     else:
         n = 64 if dataset.kind == "image" else 2000
-        save_samples_figure(run.method.sample(n).detach().cpu(), dataset, run.path / "samples.png")
+        save_samples_figure(method.sample(n).detach().cpu(), dataset, run_dir / "samples.png")
         figures.append(("Data and samples", "samples.png"))
-    if dataset.kind == "image" and callable(getattr(run.method, "reconstruct", None)):
-        test = dataset.test[:32].to(run.method.device)
-        save_reconstruction_figure(test, run.method.reconstruct(test), run.path / "recon.png")
+    if dataset.kind == "image" and callable(getattr(method, "reconstruct", None)):
+        test = dataset.test[:32].to(method.device)
+        save_reconstruction_figure(test, method.reconstruct(test), run_dir / "recon.png")
         figures.append(("Test images and their reconstructions", "recon.png"))
     if ood_sets:
-        save_ood_figure(run.method.energy, dataset.test, ood_sets, run.path / "ood.png")
+        save_ood_figure(method.energy, dataset.test, ood_sets, run_dir / "ood.png")
         figures.append(("Energies of test data and OOD sets", "ood.png"))
     seconds = history[-1]["wall_s"] if history else 0.0
-    steps = int(history[-1]["step"]) if history else run.config.train.steps
+    steps = int(history[-1]["step"]) if history else config.train.steps
     lines = [
-        f"# {run.config.method} on {dataset.name}",
+        f"# {config.method} on {dataset.name}",
         "",
         f"{steps} steps, about {seconds:.0f} s of training "
         f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
         "",
-        *_sampling_lines(run.method),
+        *_sampling_lines(method),
         "## Metrics",
         "",
-        metrics_table(run.metrics),
+        metrics_table(metrics),
         "",
     ]
     for title, name in figures:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
-    config_text = yaml.safe_dump(run.config.to_dict(), sort_keys=False)
+    config_text = yaml.safe_dump(config.to_dict(), sort_keys=False)
     lines += ["## Config", "", "```yaml", config_text.rstrip(), "```", ""]
-    path = run.path / "report.md"
+    path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

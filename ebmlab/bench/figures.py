@@ -36,7 +36,7 @@ def save_model_figures(
             continue
         if dataset.kind == "toy2d":
             path = out / f"density_{name}.png"
-            save_density_comparison(firsts, dataset, path)
+            save_density_comparison({m: run.method for m, run in firsts.items()}, dataset, path)
         else:
             path = out / f"samples_{name}.png"
             save_sample_panels({m: run.method for m, run in firsts.items()}, dataset, path)

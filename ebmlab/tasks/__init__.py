@@ -1,13 +1,12 @@
 """Uses of a trained model: out-of-distribution sets for scoring, composition of energies,
 and inpainting."""
 
-from ebmlab.tasks.compose import Composition, compose_runs
+from ebmlab.tasks.compose import Composition
 from ebmlab.tasks.inpaint import inpainting_scores, standard_masks
 from ebmlab.tasks.ood import ood_set, standard_ood_sets
 
 __all__ = [
     "Composition",
-    "compose_runs",
     "inpainting_scores",
     "ood_set",
     "standard_masks",

@@ -86,15 +86,3 @@ class Composition:
         if seed is not None:
             torch.manual_seed(seed)
         return self.base.scaler.to_user(self.sample_model_units(n)).cpu()
-
-
-def compose_runs(runs: Sequence, weights: Sequence[float] | None = None) -> Composition:
-    """The composition of runs given as `Run`s, `Model`s or run directories."""
-    from ebmlab.api import Model, Run, load
-
-    def as_model(run) -> Model:
-        if isinstance(run, Model):
-            return run
-        return (run if isinstance(run, Run) else load(run)).model
-
-    return Composition([as_model(run) for run in runs], weights)
