@@ -5,6 +5,12 @@ Every case drives `ebmlab.cli.main` in-process and checks that stderr is exactly
 was written: neither in the working folder (no new run directory, no file made by a YAML tag)
 nor in an existing, finished run the command points at, whose every file stays byte-identical.
 A few cases run again through `python -m ebmlab`, the real entry point.
+
+Odd but valid tables (one column, constant columns, duplicated rows, more columns than rows,
+integer columns, the fewest rows accepted, a huge offset) are fuzzed the other way: each trains
+a few steps end to end, through the CLI (training, metrics, report) and through the estimator,
+and scores every row finite; a column float32 cannot hold (1e9 + noise of 1) is a bad case of
+the CLI, while the estimator, which standardises in float64, fits it.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ import pytest
 import torch
 import yaml
 
-from ebmlab import checkpoints
+import ebmlab
+from ebmlab import EnergyOutlierDetector, checkpoints
 from ebmlab.cli import main
-from tests.helpers import tiny_run_overrides
+from tests.helpers import TINY, tiny_run_overrides
 
 PYTHON_TAG = '!!python/object/apply:os.system ["touch PWNED"]'
 ROWS = [f"{i % 7}.5,{i % 3}" for i in range(20)]  # 20 rows, 2 columns: a valid table
@@ -36,6 +43,20 @@ def csv_with(row: str, header: str = "a,b") -> str:
 
 def save(array: np.ndarray):
     return lambda path, run: np.save(path, array)
+
+
+def save_csv(table: np.ndarray, path: Path) -> None:
+    """`table` as a CSV with a header row, integers written as integers."""
+    fmt = "%d" if np.issubdtype(table.dtype, np.integer) else "%.17g"
+    header = ",".join(f"c{j}" for j in range(table.shape[1]))
+    np.savetxt(path, table, fmt=fmt, delimiter=",", header=header, comments="")
+
+
+def huge_offset(n: int) -> np.ndarray:
+    """Two columns, the first at 1e9 with noise of std 1: float32 steps by 64 there."""
+    table = np.random.default_rng(3).normal(size=(n, 2))
+    table[:, 0] += 1e9
+    return table
 
 
 def write(text: str | bytes):
@@ -103,6 +124,7 @@ INPUTS = {
     "ragged.csv": write(csv_with("1,2,3")),
     "strings.csv": write(csv_with("1,abc")),
     "huge.csv": write(csv_with("1e300,1")),  # beyond float32
+    "huge_offset.csv": lambda path, run: save_csv(huge_offset(20), path),
     "binary.csv": write(b"\xff\xfe\x00\x81" * 64),
     "unreadable.csv": unreadable,
     "object.npy": save(np.array([[1, "a"]] * 20, dtype=object)),
@@ -115,6 +137,7 @@ INPUTS = {
     "nan.npy": save(np.array([[0.0, np.nan]] * 20)),
     "channels.npy": save(np.zeros((20, 8, 8, 5))),
     "huge_images.npy": save(np.full((20, 8, 8), 1e300)),
+    "huge_offset.npy": save(huge_offset(20)),
     "corrupt.npy": write(b"\x93NUMPY not really"),
     "unreadable.npy": unreadable,
     "no_arrays.npz": lambda path, run: np.savez(path),
@@ -170,6 +193,7 @@ CASES = [
     case("csv-ragged", [*NEW, "--data", "TMP/ragged.csv"], "3 column(s)"),
     case("csv-strings", [*NEW, "--data", "TMP/strings.csv"], "abc"),
     case("csv-huge", [*NEW, "--data", "TMP/huge.csv"], "float32"),
+    case("csv-huge-offset", [*NEW, "--data", "TMP/huge_offset.csv"], "subtract 1000000000"),
     case("csv-binary", [*NEW, "--data", "TMP/binary.csv"], "not a text file"),
     case("csv-unreadable", [*NEW, "--data", "TMP/unreadable.csv"], "cannot read"),
     case("npy-object", [*NEW, "--data", "TMP/object.npy"], "Python objects"),
@@ -182,6 +206,7 @@ CASES = [
     case("npy-nan", [*NEW, "--data", "TMP/nan.npy"], "NaN"),
     case("npy-channels", [*NEW, "--data", "TMP/channels.npy"], "C = 1 or 3"),
     case("npy-huge-images", [*NEW, "--data", "TMP/huge_images.npy"], "float32"),
+    case("npy-huge-offset", [*NEW, "--data", "TMP/huge_offset.npy"], "steps of 64"),
     case("npy-corrupt", [*NEW, "--data", "TMP/corrupt.npy"], "cannot read"),
     case("npy-unreadable", [*NEW, "--data", "TMP/unreadable.npy"], "cannot read"),
     case("npz-no-arrays", [*NEW, "--data", "TMP/no_arrays.npz"], "no arrays"),
@@ -319,7 +344,7 @@ CASES = [
     case("compose-bad-suffix", ["compose", "RUN", "--out", "TMP/c.gif"], ".png or .npy"),
     case("compose-n-negative", ["compose", "RUN", "--n", "-1", "--out", "TMP/c.npy"], "--n"),
 ]
-N_CASES = 124
+N_CASES = 126
 
 
 @pytest.fixture(scope="module")
@@ -407,3 +432,61 @@ def test_the_real_entry_point_agrees(name, finished_run, tmp_path):
     assert result.returncode == 2, result.stderr
     one_error_line(result.stderr, word)
     assert tree(tmp_path) == before and tree(finished_run) == run_before
+
+
+RNG = np.random.default_rng(0)
+CONSTANT_COLUMN = RNG.normal(size=(200, 3))
+CONSTANT_COLUMN[:, 1] = 7.0
+ROUNDED_COLUMN = RNG.normal(size=(100, 2))
+ROUNDED_COLUMN[:, 1] = [0.3, 0.1 + 0.2] * 50  # 0.3 and 0.30000000000000004: float64 rounding
+# odd tables that must train: (name, table); the CLI reads each as .npy, some also as .csv
+ODD_TABLES = {
+    "one-column": RNG.normal(size=(200, 1)),
+    "constant-column": CONSTANT_COLUMN,
+    "every-column-constant": np.full((50, 3), 2.5),
+    "constant-but-for-rounding": ROUNDED_COLUMN,
+    "duplicated-rows": np.repeat(RNG.normal(size=(10, 2)), 20, axis=0),
+    "more-columns-than-rows": RNG.normal(size=(12, 40)),
+    "integer-columns": RNG.integers(0, 5, size=(200, 3)),
+    "fewest-rows": RNG.normal(size=(10, 2)),  # the loader's minimum: 8 to train, 2 to test
+}
+ODD_FILES = [f"{name}.npy" for name in ODD_TABLES] + ["one-column.csv", "integer-columns.csv"]
+TINY_TABLE_RUN = {
+    "method": {"energy_net": {"kind": "mlp", "hidden": 16, "depth": 2}, **TINY["cd"]},
+    "data": {"batch_size": 64},
+    "train": {"sample_every": 0, "eval_samples": 100, "device": "cpu"},
+}
+
+
+@pytest.mark.parametrize("file", ODD_FILES)
+def test_odd_tables_train_end_to_end_through_the_cli(file, tmp_path, capsys):
+    name, suffix = file.rsplit(".", 1)
+    table, path = ODD_TABLES[name], tmp_path / file
+    np.save(path, table) if suffix == "npy" else save_csv(table, path)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY_TABLE_RUN))
+    argv = ["train", "cd", "--quiet", "--steps", "4", "--data", str(path), "--config", str(config)]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    run = ebmlab.load(tmp_path / "run", device="cpu")
+    assert run.model.energy(table).isfinite().all()
+    assert run.model.sample(8, seed=0).isfinite().all()
+    assert all(np.isfinite(value) for value in run.metrics.values()) and "mmd2" in run.metrics
+    assert (tmp_path / "run" / "report.md").is_file()
+
+
+@pytest.mark.parametrize("name", [*ODD_TABLES, "huge-offset"])
+def test_odd_tables_fit_the_estimator(name):
+    table = huge_offset(200) if name == "huge-offset" else ODD_TABLES[name]
+    settings = {"net": {"hidden": 16, "depth": 2}, "method_params": TINY["cd"]}
+    detector = EnergyOutlierDetector(steps=4, random_state=0, **settings).fit(table)
+    assert np.isfinite(detector.score_samples(table)).all()
+    assert np.isfinite(detector.sample(8, random_state=0)).all()
+
+
+def test_a_huge_offset_keeps_its_spread_in_the_estimator():
+    """Standardised in float64, the column at 1e9 keeps its noise: rows 1 apart score apart."""
+    table = huge_offset(500)
+    detector = EnergyOutlierDetector("dsm", steps=100, random_state=0).fit(table)
+    assert detector.scaler_.scale_[0] == pytest.approx(1, abs=0.1)
+    scores = detector.score_samples([[1e9, 0.0], [1e9 + 4, 0.0]])
+    assert scores[0] - scores[1] > 2  # 4 standard deviations out; float32 would read both as 1e9

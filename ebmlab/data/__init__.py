@@ -291,7 +291,7 @@ def _checked_labels(labels: np.ndarray | None, n: int, source: str) -> np.ndarra
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * TEST_SHARE)))
+    n_test = max(2, int(round(n * TEST_SHARE)))  # sample metrics (MMD) need two
     return perm[n_test:], perm[:n_test]
 
 
@@ -303,7 +303,7 @@ def _subsample(n: int, n_train: int | None, seed: int) -> np.ndarray:
 
 
 def _tabular(name: str, x: np.ndarray, n_train: int | None, seed: int) -> Dataset:
-    x = _checked(x, name).astype(np.float32)
+    x = tabular.as_float32(_checked(x, name), name)
     train_idx, test_idx = _split(len(x), seed)
     train = torch.as_tensor(x[train_idx][_subsample(len(train_idx), n_train, seed)])
     scaler = Scaler.standardise(train)

@@ -1,4 +1,5 @@
-"""Tabular data from .csv files (numeric, optional header row); rank-2 arrays need no reader."""
+"""Tabular data: .csv files (numeric, optional header row), and the check that a table's columns
+survive the cast to float32, the models' precision."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import numpy as np
 from ebmlab.errors import EbmlabError
 
 DELIMITERS = (",", ";", "\t")
+#: float32 must step by at most this share of a column's standard deviation where it lies
+FLOAT32_RESOLUTION = 0.01
+#: a spread below this many float64 roundings of the column's magnitude is rounding, not data
+FLOAT64_ROUNDINGS = 100
 
 
 def read_csv(path: Path) -> np.ndarray:
@@ -52,3 +57,33 @@ def _is_header(line: str, delimiter: str) -> bool:
     except ValueError:
         return True
     return False
+
+
+def as_float32(x: np.ndarray, source: str) -> np.ndarray:
+    """The table in float32, the models' precision, once each column's spread survives the cast.
+
+    Models compute in float32, which steps by 64 near 1e9: a column 1e9 + noise of std 1 would
+    read as constant once cast, and 1e9 + noise of std 1000 as a lattice. Such a column gets a
+    clear error naming the offset to subtract, rather than being quietly flattened. A column
+    whose spread is at the level of float64's own rounding (0.3 and 0.30000000000000004) is
+    constant, as scikit-learn's StandardScaler treats it, and passes.
+
+    Raises:
+        EbmlabError: Naming the first such column, its offset and float32's step there.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    spread, magnitude = x.std(axis=0), np.abs(x).max(axis=0)
+    step = np.spacing(magnitude.astype(np.float32)).astype(np.float64)
+    is_data = spread > FLOAT64_ROUNDINGS * np.finfo(np.float64).eps * magnitude
+    lost = is_data & (step > FLOAT32_RESOLUTION * spread)
+    if lost.any():
+        column = int(np.argmax(lost))
+        digits = int(np.floor(np.log10(spread[column]))) + 1  # the offset, to the spread's order
+        offset = float(np.round(np.median(x[:, column]), -digits))
+        raise EbmlabError(
+            f"{source}: column {column} varies by {spread[column]:.3g} around {offset:.15g}, "
+            f"finer than float32, the models' precision, holds there (steps of "
+            f"{step[column]:.3g}); subtract {offset:.15g} from it first, or fit "
+            "ebmlab.EnergyDensity, which standardises in float64"
+        )
+    return x.astype(np.float32)
