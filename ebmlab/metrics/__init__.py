@@ -7,6 +7,8 @@
 - ood.py: AUROC of -E(x) per OOD set.
 - image.py: RMSE, PSNR and SSIM for reconstruction and inpainting.
 - dimension.py: the Levina-Bickel intrinsic dimension of a point set.
+- ais.py: log Z and the held-out log-likelihood by annealed importance sampling, where no
+  grid can normalise exp(-E) (above two dimensions).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ebmlab.errors import EbmlabError
 from ebmlab.metrics._common import batched_energy, model_device, seeded
+from ebmlab.metrics.ais import AISResult, ais_log_likelihood, ais_log_z
 from ebmlab.metrics.dimension import intrinsic_dimension
 from ebmlab.metrics.fd import (
     FeatureExtractor,
@@ -40,7 +43,10 @@ from ebmlab.metrics.toy2d import density_grid, grid_density_metrics
 
 __all__ = [
     "FeatureExtractor",
+    "AISResult",
     "FeatureNet",
+    "ais_log_likelihood",
+    "ais_log_z",
     "auroc",
     "cache_dir",
     "classifier_features",
@@ -105,6 +111,13 @@ def evaluate(
       seeded, untrained network (not comparable with classifier-feature numbers).
     - image with `fid=True`: `fid_inception` and `fid_inception_floor` (standard Inception FID;
       about 9 images per second on two CPU cores, so use small n or an accelerator).
+    - tabular data of more than two columns, when exp(-E) is the model's density:
+      `loglik_test_ais`, the held-out log-likelihood mean(-E(x_test)) - log Z in nats per
+      example, with log Z by annealed importance sampling from N(0, I) (`ais_log_z`, its
+      defaults: 512 chains, 1,000 temperatures, MALA, about 3 s for a 3-layer MLP on 16
+      columns on one CPU thread), and `loglik_test_ais_se`, its standard error (the
+      test mean's and log Z's combined; see `ais_log_likelihood`). Both are in model units
+      (standardised columns): in the user's units subtract the sum of log column scales.
     - with `ood`: `auroc/<name>` per OOD set (score -E; test split = in-distribution).
     - for models with `reconstruct(x)` (an encoder and a generator, e.g. BiDVL):
       `recon_rmse_test`, the RMSE between each test example and its reconstruction, averaged
@@ -144,6 +157,7 @@ def evaluate(
         results.update(_toy2d_metrics(model, dataset))
     if dataset.kind in ("toy2d", "tabular"):
         results["mmd2"] = mmd2(samples, test)
+    results.update(_ais_metrics(model, dataset, seed))
     if dataset.kind == "image":
         train = _subset(dataset.train, n, seed + 1)
         results.update(_feature_metrics(dataset, samples, train, test, device, seed))
@@ -259,3 +273,13 @@ def _inception_metrics(samples: Tensor, train: Tensor, test: Tensor) -> dict[str
         "fid_inception": frechet_distance(inception_features(samples), test_feats),
         "fid_inception_floor": frechet_distance(inception_features(train), test_feats),
     }
+
+
+def _ais_metrics(model: Any, dataset: Any, seed: int) -> dict[str, float]:
+    """The held-out log-likelihood by AIS, for tables of more than two columns: one or two get
+    the grid's `nll_test_grid` instead, and a model whose exp(-E) is no density gets neither."""
+    wide_table = dataset.kind == "tabular" and dataset.test[0].numel() > 2
+    if not (wide_table and getattr(model, "energy_is_density", True)):
+        return {}
+    result = ais_log_likelihood(model.energy, dataset.test, seed=seed, progress=True)
+    return {"loglik_test_ais": result["loglik"], "loglik_test_ais_se": result["loglik_se"]}
