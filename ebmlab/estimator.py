@@ -13,6 +13,7 @@ fitted estimator is saved by pickling it (`pickle`, `joblib.dump`), as any sciki
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tempfile
 from typing import Any
@@ -97,7 +98,7 @@ class _EnergyEstimator(BaseEstimator):
         self.scaler_ = StandardScaler().fit(X)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         config, method_config, device = self._run_config(seed)
-        x = self._to_model_units(X, device)
+        x = torch.as_tensor(self._standardised(X), dtype=torch.float32, device=device)
         scaler = Scaler(torch.as_tensor(self.scaler_.mean_), torch.as_tensor(self.scaler_.scale_))
         dataset = Dataset("array", "tabular", x, x, scaler)
         devices = [device] if device.type == "cuda" else []
@@ -167,8 +168,9 @@ class _EnergyEstimator(BaseEstimator):
             )
         return X
 
-    def _to_model_units(self, X: np.ndarray, device: torch.device) -> torch.Tensor:
-        """Standardised in float64 (no precision lost to large offsets), then float32."""
+    def _standardised(self, X: np.ndarray) -> np.ndarray:
+        """X in model units, standardised in float64 (no precision lost to large offsets),
+        checked to lie in float32's range, in which the model trains."""
         z = self.scaler_.transform(X)
         largest = float(np.abs(z).max())
         if largest > FLOAT32_MAX:
@@ -176,15 +178,23 @@ class _EnergyEstimator(BaseEstimator):
                 f"X holds a value {largest:.3g} training standard deviations from its column's "
                 "mean, too far to score in float32"
             )
-        return torch.as_tensor(z, dtype=torch.float32, device=device)
+        return z
 
     def _negative_energy(self, X) -> np.ndarray:
-        """-E(x) per row of X, as float64."""
+        """-E(x) per row of X, computed in float64 by a float64 copy of the trained model.
+
+        In float32 a row's score depends on the rows scored with it: the matrix products
+        (MKL's, cuBLAS's) pick kernels and summation orders by the batch's size, so one row
+        alone and the same row among 20 differed by up to 5e-7 (scikit-learn's subset
+        invariance check allows 1e-7). In float64 such differences fall to about 1e-15.
+        """
         check_is_fitted(self)
-        x = self._to_model_units(self._validate(X, reset=False), self.method_.device)
+        z = self._standardised(self._validate(X, reset=False))
+        scorer = copy.deepcopy(self.method_).double()
+        x = torch.as_tensor(z, dtype=torch.float64, device=self.method_.device)
         with torch.no_grad():
-            energies = [self.method_.energy(chunk) for chunk in x.split(SCORE_BATCH)]
-        return -torch.cat(energies).cpu().double().numpy()
+            energies = [scorer.energy(chunk) for chunk in x.split(SCORE_BATCH)]
+        return -torch.cat(energies).cpu().numpy()
 
     def sample(self, n_samples: int = 1, random_state=None) -> np.ndarray:
         """Draw samples by the method's own sampling procedure, in the training table's units.
