@@ -8,19 +8,23 @@ import torch
 from sklearn.datasets import load_digits
 from torch import nn
 
+from ebmlab.data import load_dataset
 from ebmlab.errors import EbmlabError
 from ebmlab.metrics import (
     auroc,
     classifier_features,
+    data_box,
     density_grid,
     evaluate,
     frechet_distance,
     grid_density_metrics,
+    held_out_nll,
     image_scores,
     inception_features,
     intrinsic_dimension,
     kid,
     mmd2,
+    mode_metrics,
     ood_table,
     psnr,
     random_features,
@@ -66,6 +70,20 @@ class ImageModel:
 
     def sample(self, n):
         return self.pool[torch.randint(len(self.pool), (n,))]
+
+
+class DrawingModel:
+    """A 'model' whose energy is the data's own -log p and whose samples are fresh draws."""
+
+    def __init__(self, data, shift=None):
+        self.data, self.shift = data, shift
+
+    def energy(self, x):
+        return -self.data.log_density(x)
+
+    def sample(self, n):
+        x = self.data.draw(n, torch.Generator().manual_seed(int(torch.randint(10**6, ()))))
+        return x if self.shift is None else x + self.shift
 
 
 def gaussian_toy_dataset():
@@ -166,10 +184,117 @@ def test_density_grid_rows_are_y():
     assert values[1, 3] == pytest.approx(xs[3] + 10 * ys[1], abs=1e-6)
 
 
-@pytest.mark.parametrize("bounds, resolution", [((1.0, -1.0), 10), ((0.0, math.inf), 10)])
+@pytest.mark.parametrize(
+    "bounds, resolution",
+    [((1.0, -1.0), 10), ((0.0, math.inf), 10), (((0.0, 1.0), (2.0, 2.0)), 10)],
+)
 def test_grid_rejects_impossible_grids(bounds, resolution):
     with pytest.raises(EbmlabError, match="bounds"):
         grid_density_metrics(gaussian_energy([0.0, 0.0]), None, bounds, resolution)
+
+
+def test_grid_needs_one_or_two_dimensions():
+    with pytest.raises(EbmlabError, match="1 or 2 dimensions"):
+        grid_density_metrics(gaussian_energy([0.0] * 3), None, ((-1.0, 1.0),) * 3)
+
+
+# --- 1D grids, per-dimension boxes, held-out NLL -------------------------------------------------
+
+
+def normal_log_density(mean, std):
+    """log N(x; mean, std^2) of points (B, 1)."""
+    return lambda x: -0.5 * ((x[:, 0] - mean) / std) ** 2 - math.log(std) - 0.5 * LOG_2PI
+
+
+def test_1d_grid_kl_of_the_true_density_is_zero():
+    log_p = normal_log_density(0.3, 0.7)
+    metrics = grid_density_metrics(lambda x: -log_p(x), log_p, ((-5.0, 5.0),))
+    assert abs(metrics["kl"]) < 1e-9
+    assert metrics["log_z"] == pytest.approx(0.0, abs=1e-6)
+    entropy = 0.5 + 0.5 * LOG_2PI + math.log(0.7)
+    assert metrics["data_entropy"] == pytest.approx(entropy, abs=1e-6)
+
+
+def test_1d_grid_kl_of_a_shifted_wider_model_is_the_gaussians_closed_form():
+    mean, std = 0.8, 1.3
+    log_q = normal_log_density(mean, std)
+    metrics = grid_density_metrics(lambda x: 7.0 - log_q(x), normal_log_density(0, 1), ((-9, 9),))
+    # KL(N(0, 1) || N(mean, std^2)) = log std + (1 + mean^2) / (2 std^2) - 1/2
+    closed_form = math.log(std) + (1 + mean**2) / (2 * std**2) - 0.5
+    assert metrics["kl"] == pytest.approx(closed_form, abs=1e-6)
+    assert metrics["log_z"] == pytest.approx(-7.0, abs=1e-6)
+
+
+def test_a_per_dimension_box_fits_an_anisotropic_density():
+    std = torch.tensor([1.0, 0.01])
+
+    def log_p(x):
+        return -0.5 * (x / std).square().sum(1) - LOG_2PI - std.log().sum()
+
+    narrow = grid_density_metrics(lambda x: -log_p(x), log_p, ((-6.0, 6.0), (-0.08, 0.08)))
+    assert narrow["log_z"] == pytest.approx(0.0, abs=1e-6)
+    # the square box has cells of 0.03 along y, 3 std: the midpoint sum is off by 20%
+    square = grid_density_metrics(lambda x: -log_p(x), None, (-6.0, 6.0))
+    assert abs(square["log_z"]) > 0.1
+
+
+def test_a_square_box_and_its_per_dimension_form_agree():
+    energy = gaussian_energy([0.3, -0.2])
+    square = grid_density_metrics(energy, standard_normal_log_density, (-6.0, 6.0))
+    boxed = grid_density_metrics(energy, standard_normal_log_density, ((-6.0, 6.0),) * 2)
+    assert boxed == square
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_held_out_nll_is_the_exact_cross_entropy_of_a_gaussian_energy(dim):
+    mean, std = torch.tensor([0.5, -0.5][:dim]), torch.tensor([0.8, 1.0][:dim])
+    test = torch.randn(3000, dim, generator=torch.Generator().manual_seed(1)) * 1.2 + 0.3
+
+    def energy(x):  # q = N(mean, diag(std^2)), offset by 4 to be unnormalised
+        return 0.5 * ((x - mean) / std).square().sum(1) + 4.0
+
+    exact = float((0.5 * ((test - mean) / std).square().sum(1)).mean())
+    exact += 0.5 * dim * LOG_2PI + float(std.log().sum())
+    box = data_box(test)
+    assert held_out_nll(energy, test, box) == pytest.approx(exact, abs=1e-5)
+
+
+def test_data_box_widens_the_range_by_a_quarter():
+    points = torch.tensor([[0.0, 5.0], [4.0, 5.0], [1.0, 5.0]])
+    assert data_box(points) == ((-1.0, 5.0), (4.75, 5.25))
+
+
+# --- mode metrics ------------------------------------------------------------------------------
+
+
+def test_mode_metrics_on_samples_placed_by_hand():
+    means, covariances = torch.tensor([[-5.0], [5.0]]), torch.ones(2, 1, 1)
+    weights = torch.tensor([0.25, 0.75])
+    on_modes = torch.cat([torch.full((30, 1), -5.0), torch.full((70, 1), 5.0)])
+    scores = mode_metrics(on_modes, means, covariances, weights)
+    assert scores["mode_coverage"] == 1.0
+    assert scores["mode_weight_tv"] == pytest.approx(0.05, abs=1e-12)
+    # 10 samples half-way: 5 std from both, off the modes, shared 0.25 / 0.75 by the weights
+    between = torch.cat([on_modes, torch.zeros(10, 1)])
+    scores = mode_metrics(between, means, covariances, weights)
+    assert scores["mode_coverage"] == pytest.approx(100 / 110)
+    assert scores["mode_weight_tv"] == pytest.approx(abs(32.5 / 110 - 0.25), abs=1e-12)
+    collapsed = mode_metrics(torch.full((50, 1), 5.0), means, covariances, weights)
+    assert collapsed["mode_weight_tv"] == pytest.approx(0.25, abs=1e-12)
+
+
+def test_mode_coverage_is_measured_in_each_component_s_own_metric():
+    covariance = torch.tensor([[[100.0, 0.0], [0.0, 1.0]]])  # std 10 along x, 1 along y
+    points = torch.tensor([[29.0, 0.0], [0.0, 2.9], [0.0, 3.1], [31.0, 0.0]])
+    scores = mode_metrics(points, torch.zeros(1, 2), covariance, torch.ones(1))
+    assert scores["mode_coverage"] == 0.5
+
+
+def test_mode_metrics_reject_mismatched_shapes():
+    with pytest.raises(EbmlabError, match="samples of shape"):
+        mode_metrics(
+            torch.zeros(5, 3), torch.zeros(2, 2), torch.eye(2).repeat(2, 1, 1), torch.ones(2)
+        )
 
 
 # --- mmd ---------------------------------------------------------------------------------------
@@ -381,6 +506,46 @@ def test_evaluate_wrong_gaussian_model_has_large_kl_and_mmd():
     assert results["mmd2"] > 0.05
 
 
+def test_evaluate_scores_a_one_column_table_by_its_held_out_grid_nll():
+    table = SimpleNamespace(
+        name="column",
+        kind="tabular",
+        train=torch.randn(2000, 1),
+        test=torch.randn(1000, 1) * 0.9 + 0.2,
+        train_labels=None,
+        test_labels=None,
+    )
+    results = evaluate(GaussianModel([0.0]), table, n_samples=300)
+    exact = float(0.5 * table.test.square().mean()) + 0.5 * LOG_2PI  # q = N(0, 1)
+    assert results["nll_test_grid"] == pytest.approx(exact, abs=1e-5)
+    assert "kl" not in results and "log_z" not in results and "mode_coverage" not in results
+
+
+def test_evaluate_an_unseen_mixture_with_its_density_and_modes():
+    data = load_dataset("unseen-24")
+    results = evaluate(DrawingModel(data), data, n_samples=2000)
+    assert {"kl", "nll", "log_z", "nll_test_grid", "mode_coverage", "mode_weight_tv"} <= set(
+        results
+    )
+    assert results["kl"] < 1e-6 and results["log_z"] == pytest.approx(0, abs=1e-4)
+    assert results["nll_test_grid"] == pytest.approx(results["nll"], abs=0.05)
+    assert results["mode_coverage"] > 0.97 and results["mode_weight_tv"] < 0.03
+    gebm_like = DrawingModel(data)
+    gebm_like.energy_is_density = False
+    results = evaluate(gebm_like, data, n_samples=2000)
+    assert "nll_test_grid" not in results and "kl" not in results
+    assert results["mode_coverage"] > 0.97
+
+
+def test_evaluate_8gaussians_reports_its_modes():
+    data = load_dataset("8gaussians")
+    exact = evaluate(DrawingModel(data), data, n_samples=2000)
+    assert exact["mode_coverage"] > 0.98 and exact["mode_weight_tv"] < 0.04
+    shifted = DrawingModel(data, shift=torch.tensor([0.0, 1.0]))  # 2.8 std off every mode
+    results = evaluate(shifted, data, n_samples=2000)
+    assert results["mode_coverage"] < 0.7
+
+
 def test_evaluate_is_repeatable_and_keeps_the_callers_random_state():
     dataset = gaussian_toy_dataset()
     state = torch.get_rng_state()
@@ -405,6 +570,8 @@ def test_evaluate_tabular_data():
         "mmd2",
         "intrinsic_dim_test",
         "intrinsic_dim_samples",
+        "loglik_test_ais",
+        "loglik_test_ais_se",
     }
     # 300 points of N(0, I_5): the Levina-Bickel estimate is within 25% of 5 for both sets
     assert results["intrinsic_dim_test"] == pytest.approx(5, rel=0.25)

@@ -4,6 +4,10 @@ A `Dataset` holds train and test tensors in model units (images (N, C, H, W) in 
 standardised, 2D toys as they are) and the `Scaler` that maps them back to the user's units.
 Sources without a predefined split hold out a seeded 10% as the test split; `n_train` then
 subsamples the training split, so the test split does not depend on it.
+
+`unseen-<seed>` names a random density of `ebmlab.data.unseen`, loaded as a user's table would
+be (kind "tabular", standardised) from 20,000 train and 5,000 test draws, and carrying what a
+table never has: its exact log-density, box and mixture components, all in model units.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ebmlab.data import images, tabular, toy2d
+from ebmlab.data import images, tabular, toy2d, unseen
 from ebmlab.data.fetch import ALIASES, FETCHERS, cached_path
 from ebmlab.data.scaling import Scaler
 from ebmlab.errors import EbmlabError
@@ -43,10 +47,18 @@ class Dataset:
     scaler: Scaler
     train_labels: Tensor | None = None
     test_labels: Tensor | None = None
-    log_density: Callable[[Tensor], Tensor] | None = None  # toy2d: log p(x), (B, 2) -> (B,)
+    log_density: Callable[[Tensor], Tensor] | None = None  # log p(x), (B, D) -> (B,)
     log_density_exact: bool = False
     bounds: tuple[float, float] | None = None  # toy2d: square box with all but 1e-4 of the mass
-    draw: Callable[[int, torch.Generator], Tensor] | None = None  # toy2d: fresh samples
+    draw: Callable[[int, torch.Generator], Tensor] | None = None  # fresh samples
+    #: per dimension (low, high) with all but 1e-4 of the mass: toy2d's square box, or an
+    #: unseen density's box; what the grid metrics integrate over
+    box: tuple[tuple[float, float], ...] | None = None
+    components: unseen.GaussianComponents | None = None  # a Gaussian mixture's parts
+
+    def __post_init__(self) -> None:
+        if self.box is None and self.bounds is not None:
+            self.box = (tuple(self.bounds),) * self.train.shape[1]
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -61,6 +73,10 @@ def dataset_names() -> dict[str, str]:
     names["fashion-mnist"] = "28x28 clothing, 60k/10k, alias fmnist (ebmlab data fetch fmnist)"
     names["animal-mnist"] = (
         "28x28 animal drawings, 10k, an OOD set (ebmlab data fetch animal-mnist)"
+    )
+    names[f"{unseen.PREFIX}<seed>"] = (
+        "a random 1D/2D mixture, ring or spiral with an exact density, loaded as a table; "
+        f"the bench suite 'unseen' has seeds {', '.join(map(str, unseen.UNSEEN_SUITE))}"
     )
     return names
 
@@ -110,6 +126,8 @@ def load_dataset(
         return _images(name, x, y, DIGITS_RANGE, n_train, seed)
     if name in FETCHERS:
         return _fetched(name, Path(cache_dir) if cache_dir else None, n_train, seed)
+    if unseen.parse_name(name) is not None:
+        return _unseen(name, n_train, seed)
     return _from_path(Path(spec), n_train, seed)
 
 
@@ -123,7 +141,7 @@ def _with_classes(
     name = ALIASES.get(str(spec), str(spec)) if not isinstance(spec, np.ndarray) else "array"
     if name in toy2d.TOY2D:
         try:
-            return _toy(name, n_train, seed, toy2d.with_classes(name, classes))
+            return _toy(name, n_train, seed, classes)
         except ValueError as err:
             raise EbmlabError(str(err)) from None
     full = load_dataset(spec, seed=seed, cache_dir=cache_dir)
@@ -149,9 +167,12 @@ def _check_n_train(n_train: int | None) -> None:
         raise EbmlabError(f"n_train must be a positive whole number or None, got {n_train!r}")
 
 
-def _toy(name: str, n_train: int | None, seed: int, toy: toy2d.Toy2D | None = None) -> Dataset:
-    """A named 2D density, or `toy`, a restricted version of it (`toy2d.with_classes`)."""
-    toy = toy or toy2d.TOY2D[name]
+def _toy(
+    name: str, n_train: int | None, seed: int, classes: tuple[int, ...] | None = None
+) -> Dataset:
+    """A named 2D density, or the mixture `name` restricted to `classes` (`toy2d.with_classes`,
+    which raises ValueError for classes it does not have)."""
+    toy = toy2d.with_classes(name, classes) if classes else toy2d.TOY2D[name]
     generator = torch.Generator().manual_seed(seed)
     draw = toy.draw_labelled or (lambda n, g: (toy.draw(n, g), None))
     test, test_labels = draw(TOY_TEST, generator)  # drawn first: it does not change with n_train
@@ -169,7 +190,47 @@ def _toy(name: str, n_train: int | None, seed: int, toy: toy2d.Toy2D | None = No
         log_density_exact=exact,
         bounds=toy.bounds,
         draw=toy.draw,
+        components=_toy_components(name, classes),
     )
+
+
+def _toy_components(name: str, classes: tuple[int, ...] | None) -> unseen.GaussianComponents | None:
+    """A 2D mixture's components: all of them, or those of `classes`."""
+    if name not in toy2d.MIXTURES:
+        return None
+    centres, std, _ = toy2d.MIXTURES[name]
+    kept = centres[sorted(set(classes))] if classes else centres
+    covariances = torch.eye(2, dtype=torch.float64).expand(len(kept), 2, 2) * std**2
+    weights = torch.full((len(kept),), 1 / len(kept), dtype=torch.float64)
+    return unseen.GaussianComponents(kept.double(), covariances, weights)
+
+
+def _unseen(name: str, n_train: int | None, seed: int) -> Dataset:
+    """An unseen density's draws as a user's table, with its density, box, sampler and
+    components mapped into model units: log p_model(x) = log p(to_user(x)) + sum(log scale)."""
+    density = unseen.unseen_density(unseen.parse_name(name))
+    generator = torch.Generator().manual_seed(seed)
+    test = density.draw(TOY_TEST, generator)  # drawn first: it does not change with n_train
+    train = density.draw(n_train or TOY_TRAIN, generator)
+    dataset = _standardised(name, train.float(), test.float())
+    shift, scale = dataset.scaler.shift.double(), dataset.scaler.scale.double()
+    log_jacobian = scale.log().sum()
+
+    def log_density(x: Tensor) -> Tensor:
+        user = x.double() * scale.to(x.device) + shift.to(x.device)
+        return (density.log_density(user) + log_jacobian).to(x.dtype)
+
+    def draw(n: int, g: torch.Generator) -> Tensor:
+        return ((density.draw(n, g) - shift) / scale).float()
+
+    dataset.log_density, dataset.log_density_exact, dataset.draw = log_density, True, draw
+    dataset.box = tuple(
+        ((low - s0) / s1, (high - s0) / s1)
+        for (low, high), s0, s1 in zip(density.bounds, shift.tolist(), scale.tolist(), strict=True)
+    )
+    if density.components is not None:
+        dataset.components = density.components.affine(shift, scale)
+    return dataset
 
 
 def _fetched(name: str, cache_dir: Path | None, n_train: int | None, seed: int) -> Dataset:
@@ -306,14 +367,20 @@ def _tabular(name: str, x: np.ndarray, n_train: int | None, seed: int) -> Datase
     x = tabular.as_float32(_checked(x, name), name)
     train_idx, test_idx = _split(len(x), seed)
     train = torch.as_tensor(x[train_idx][_subsample(len(train_idx), n_train, seed)])
+    return _standardised(name, train, torch.as_tensor(x[test_idx]))
+
+
+def _standardised(name: str, train: Tensor, test: Tensor) -> Dataset:
+    """A table's float32 splits, standardised by the training split's columns."""
     scaler = Scaler.standardise(train)
-    train, test = scaler.to_model(train), scaler.to_model(torch.as_tensor(x[test_idx]))
-    if not (train.isfinite().all() and test.isfinite().all()):
+    train_model, test_model = scaler.to_model(train), scaler.to_model(test)
+    if not (train_model.isfinite().all() and test_model.isfinite().all()):
+        largest = max(float(train.abs().max()), float(test.abs().max()))
         raise EbmlabError(
             f"{name}: standardising its columns overflows float32 (values up to "
-            f"{np.abs(x).max():.3g}); rescale them"
+            f"{largest:.3g}); rescale them"
         )
-    return Dataset(name, "tabular", train, test, scaler)
+    return Dataset(name, "tabular", train_model, test_model, scaler)
 
 
 def _images(

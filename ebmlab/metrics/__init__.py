@@ -1,6 +1,7 @@
 """Metrics that stay honest for each kind of data, and `evaluate`, which picks the ones that fit.
 
-- toy2d.py: exact KL / NLL / log Z of a 2D model on a grid.
+- toy2d.py: exact KL / NLL / log Z of a 1D or 2D model on a grid, and held-out NLL on one.
+- modes.py: coverage and weights of a Gaussian mixture's modes by samples.
 - mmd.py: unbiased MMD between samples (2D and tabular data).
 - fd.py: Fréchet distance and KID in the features of a classifier ebmlab trains per dataset,
   and FID proper with the standard Inception network.
@@ -38,8 +39,9 @@ from ebmlab.metrics.fd import (
 )
 from ebmlab.metrics.image import image_scores, psnr, rmse, ssim
 from ebmlab.metrics.mmd import mmd2
+from ebmlab.metrics.modes import mode_metrics
 from ebmlab.metrics.ood import auroc, ood_table
-from ebmlab.metrics.toy2d import density_grid, grid_density_metrics
+from ebmlab.metrics.toy2d import data_box, density_grid, grid_density_metrics, held_out_nll
 
 __all__ = [
     "FeatureExtractor",
@@ -50,15 +52,18 @@ __all__ = [
     "auroc",
     "cache_dir",
     "classifier_features",
+    "data_box",
     "density_grid",
     "evaluate",
     "frechet_distance",
     "grid_density_metrics",
+    "held_out_nll",
     "image_scores",
     "inception_features",
     "intrinsic_dimension",
     "kid",
     "mmd2",
+    "mode_metrics",
     "ood_table",
     "psnr",
     "random_features",
@@ -94,14 +99,18 @@ def evaluate(
       `intrinsic_dim_test`, `intrinsic_dim_samples`: the Levina-Bickel dimension of the same
       test subset and of the samples (see `intrinsic_dimension`), each left out when the set
       has too few distinct points (e.g. a collapsed sampler).
-    - toy2d (when `dataset.bounds` is set and exp(-E) is the model's density, i.e. unless the
-      model sets `energy_is_density = False` as GEBM does): `log_z`; and with
+    - toy2d, and tabular data of 1 or 2 columns, when exp(-E) is the model's density (unless
+      the model sets `energy_is_density = False` as GEBM does): `nll_test_grid`, the held-out
+      NLL -mean(log q(x_test)) with q = exp(-E) / Z normalised on a grid over the train and
+      test range widened by a quarter of it on each side (`data_box`, `held_out_nll`); where
+      the dataset has a box (`dataset.box`, or toy2d's `bounds`) also `log_z`, and with
       `dataset.log_density` also `kl` (KL(p_data || p_model), nats), `nll` (E_p[-log q],
-      nats), `data_entropy` (nats) and
-      `kl_exact_density` (1.0 if the data log-density is exact, 0.0 if an estimate such as a
-      histogram); see `grid_density_metrics`. Also `mmd2`: unbiased squared MMD of samples vs
-      test points.
-    - tabular: `mmd2`.
+      nats), `data_entropy` (nats) and `kl_exact_density` (1.0 if the data log-density is
+      exact, 0.0 if an estimate such as a histogram); see `grid_density_metrics`.
+    - toy2d and tabular: `mmd2`, the unbiased squared MMD of samples vs test points.
+    - a dataset with Gaussian mixture components (`dataset.components`: 8gaussians,
+      25gaussians, the unseen mixtures), for every model: `mode_coverage` and
+      `mode_weight_tv` of the samples; see `mode_metrics`.
     - image, with labels: `fd_classifier` (Fréchet distance of samples vs test in the features
       of the dataset's cached classifier), `fd_classifier_floor` (the same for train vs test at
       the same sizes: the best a model can expect), `kid`, `kid_std` (KID of samples vs test in
@@ -153,8 +162,9 @@ def evaluate(
         "energy_samples": float(batched_energy(model.energy, samples).mean()),
     }
     results |= _dimensions({"test": test, "samples": samples}, seed)
-    if dataset.kind == "toy2d" and getattr(model, "energy_is_density", True):
-        results.update(_toy2d_metrics(model, dataset))
+    if getattr(model, "energy_is_density", True):
+        results.update(_grid_metrics(model, dataset))
+    results.update(_mode_metrics(samples, dataset))
     if dataset.kind in ("toy2d", "tabular"):
         results["mmd2"] = mmd2(samples, test)
     results.update(_ais_metrics(model, dataset, seed))
@@ -232,14 +242,28 @@ def _subset(points: Tensor, n: int, seed: int) -> Tensor:
     return points[order[:n]]
 
 
-def _toy2d_metrics(model: Any, dataset: Any) -> dict[str, float]:
-    """Exact grid metrics, when the dataset provides the box (and density) they need."""
-    if dataset.bounds is None:
+def _grid_metrics(model: Any, dataset: Any) -> dict[str, float]:
+    """Grid metrics for 1D and 2D points or tables: the held-out NLL always, the exact ones
+    when the dataset provides the box (and density) they need."""
+    if dataset.kind not in ("toy2d", "tabular") or dataset.test.shape[1:] not in ((1,), (2,)):
         return {}
-    results = grid_density_metrics(model.energy, dataset.log_density, dataset.bounds)
-    if dataset.log_density is not None:
+    around_data = data_box(torch.cat([dataset.train, dataset.test]))
+    results = {"nll_test_grid": held_out_nll(model.energy, dataset.test, around_data)}
+    known_box = getattr(dataset, "box", None) or getattr(dataset, "bounds", None)
+    if known_box is None:
+        return results
+    log_density = getattr(dataset, "log_density", None)
+    results.update(grid_density_metrics(model.energy, log_density, known_box))
+    if log_density is not None:
         results["kl_exact_density"] = 1.0 if dataset.log_density_exact else 0.0
     return results
+
+
+def _mode_metrics(samples: Tensor, dataset: Any) -> dict[str, float]:
+    components = getattr(dataset, "components", None)
+    if components is None:
+        return {}
+    return mode_metrics(samples, components.means, components.covariances, components.weights)
 
 
 def _feature_metrics(
