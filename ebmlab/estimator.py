@@ -281,6 +281,9 @@ class EnergyDensity(DensityMixin, _EnergyEstimator):
     across models. To choose parameters with `GridSearchCV`, pass a scoring that is blind to
     that constant, e.g. the AUROC of `EnergyOutlierDetector` on labelled outliers.
 
+    The model trains in float32 but scores in float64 (a copy of it), so that a row's score
+    does not depend on which rows are scored with it, as float32 matrix products make it.
+
     Examples
     --------
     >>> import numpy as np
