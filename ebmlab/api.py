@@ -29,6 +29,7 @@ from ebmlab.config import (
 )
 from ebmlab.data import Dataset, load_dataset
 from ebmlab.data.scaling import Scaler
+from ebmlab.defaults import resolve_auto
 from ebmlab.errors import EbmlabError
 from ebmlab.methods import Method, get_method
 from ebmlab.nets import EMA
@@ -123,10 +124,13 @@ def resolve_config(
     """Method defaults < preset < user YAML < overrides; method options are validated here."""
     tree: dict[str, Any] = {"method": {"name": method}}
     preset = find_preset(method, dataset.name, dataset.kind)
-    for layer in (read_yaml(preset) if preset else {}, read_user_config(config)):
+    user_config = read_user_config(config)
+    for layer in (read_yaml(preset) if preset else {}, user_config):
         tree = merge(tree, layer)
     # the data that was loaded names the run, whatever a file says
     tree = merge(tree, merge(overrides or {}, {"data": {"name": data_label(data)}}))
+    user_method = merge(user_config.get("method") or {}, (overrides or {}).get("method") or {})
+    tree["method"] = resolve_auto(tree["method"], user_method, dataset.train)
     run_config = RunConfig.from_dict(tree)
     build_method_config(run_config)
     return run_config

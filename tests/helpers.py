@@ -73,7 +73,10 @@ def preset_method(name: str, data: str, kind: str, shape, overrides=None):
     from ebmlab.api import build_method_config, resolve_config
     from ebmlab.config import find_preset
 
-    dataset = SimpleNamespace(name=data, kind=kind)
+    import torch
+
+    # a stand-in training split, from which a preset's `auto` values are derived
+    dataset = SimpleNamespace(name=data, kind=kind, train=torch.randn(256, *shape))
     config = resolve_config(name, dataset, data, None, overrides or {})
     method = METHODS[name](build_method_config(config), shape)
     return method, find_preset(name, data, kind).stem

@@ -303,7 +303,7 @@ def test_presets_build_and_take_a_step(data, preset, shape):
 
     kind = "toy2d" if len(shape) == 1 else "image"
     assert find_preset("gebm", data, kind).stem == preset
-    dataset = SimpleNamespace(name=data, kind=kind)
+    dataset = SimpleNamespace(name=data, kind=kind, train=torch.randn(256, *shape))
     config = resolve_config("gebm", dataset, data, None, {"method": {"latent_steps": 3}})
     method = GEBM(build_method_config(config), shape)
     assert method.cfg.gradient_penalty > 0 and method.cfg.energy_floor == -10.0

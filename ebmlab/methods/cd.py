@@ -38,7 +38,7 @@ from torch import Tensor
 from ebmlab.config import check_at_least, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
-from ebmlab.samplers import Energy, Langevin, ReplayBuffer, frozen_params
+from ebmlab.samplers import DataChain, Energy, ReplayBuffer, chain_logs, check_chain, frozen_params
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,21 @@ class Config:
     init_high: float = 1.0
     grad_clip: float | None = None  # clip of the parameters' gradient norm
     sample_steps: int = 200  # chain length for `sample`
+    # the chain on points and tables (ebmlab.samplers.chain): MALA, its step adapted toward
+    # target_accept, and global moves from the data batch; IGEBM's Langevin when "langevin"
+    sampler: str = "langevin"
+    target_accept: float | None = None
+    global_moves: int = 0
 
     def __post_init__(self):
         check_at_least(
             langevin_steps=(self.langevin_steps, 0),
             sample_steps=(self.sample_steps, 0),
             noise=(self.noise, 0),
+            global_moves=(self.global_moves, 0),
         )
         check_positive(step_size=self.step_size)
+        check_chain(self.sampler, self.target_accept)
 
 
 class CD(Method):
@@ -87,18 +94,17 @@ class CD(Method):
             low=cfg.init_low,
             high=cfg.init_high,
         )
-        self.langevin = self._langevin(cfg.langevin_steps)
+        self.chain = DataChain(
+            cfg.sampler,
+            cfg.step_size,
+            noise=cfg.noise,
+            grad_clip=cfg.langevin_grad_clip,
+            clamp=data_box(self.data_shape),
+            target_accept=cfg.target_accept,
+            global_moves=cfg.global_moves,
+        )
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas
-        )
-
-    def _langevin(self, steps: int) -> Langevin:
-        return Langevin(
-            steps=steps,
-            step_size=self.cfg.step_size,
-            noise=self.cfg.noise,
-            grad_clip=self.cfg.langevin_grad_clip,
-            clamp=data_box(self.data_shape),
         )
 
     def energy(self, x: Tensor) -> Tensor:
@@ -106,8 +112,10 @@ class CD(Method):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         x0, idx = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
-        with frozen_params(self.energy_net):
-            x_neg, info = self.langevin(self.energy_net, x0)  # l. 5-7
+        with frozen_params(self.energy_net):  # l. 5-7, the step adapted after the chain
+            x_neg, info = self.chain(
+                self.energy_net, x0, self.cfg.langevin_steps, reference=x, adapt=True
+            )
         e_pos, e_neg = self.energy_net(x), self.energy_net(x_neg)
         loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 2, the ML gradient's two terms
         loss_reg = self.cfg.alpha * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
@@ -118,7 +126,7 @@ class CD(Method):
             loss_cd=loss_cd,
             e_pos=e_pos.mean(),
             e_neg=e_neg.mean(),
-            langevin_grad_norm=info["grad_norm"],
+            **chain_logs(info),
         )
 
     def sample(self, n: int) -> Tensor:
@@ -128,4 +136,4 @@ class CD(Method):
     def sample_from(self, energy: Energy, n: int) -> Tensor:
         """This method's sampler on any energy in model units (for composed energies)."""
         x0 = self.buffer.initial(n)
-        return self._langevin(self.cfg.sample_steps)(energy, x0)[0]
+        return self.chain(energy, x0, self.cfg.sample_steps)[0]

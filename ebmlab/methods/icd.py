@@ -59,7 +59,16 @@ from ebmlab.data.augment import Augment
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
-from ebmlab.samplers import Energy, Langevin, ReplayBuffer, frozen_params, langevin_step
+from ebmlab.samplers import (
+    DataChain,
+    Energy,
+    Langevin,
+    ReplayBuffer,
+    chain_logs,
+    check_chain,
+    frozen_params,
+    langevin_step,
+)
 
 
 @dataclass(frozen=True)
@@ -94,14 +103,22 @@ class Config:
     )
     sample_rounds: int = 10  # N of Algorithm 2
     sample_round_steps: int = 20  # K of Algorithm 2 (Sec. 2.3: augment every 20 steps)
+    # the chain on points and tables (ebmlab.samplers.chain): MALA for the stop-gradient steps,
+    # adapted toward target_accept, with global moves from the data batch; the last step stays
+    # the differentiable Langevin step of Eq. 7 at the adapted step size
+    sampler: str = "langevin"
+    target_accept: float | None = None
+    global_moves: int = 0
 
     def __post_init__(self):
         check_at_least(
             noise=(self.noise, 0),
             sample_rounds=(self.sample_rounds, 0),
             sample_round_steps=(self.sample_round_steps, 0),
+            global_moves=(self.global_moves, 0),
         )
         check_positive(step_size=self.step_size)  # langevin_steps: see backprop_steps
+        check_chain(self.sampler, self.target_accept)
 
 
 class ICD(Method):
@@ -127,11 +144,13 @@ class ICD(Method):
                 f"backprop_steps must be between 1 and langevin_steps ({cfg.langevin_steps}), "
                 f"got {cfg.backprop_steps}"
             )
-        self.langevin = Langevin(
-            cfg.langevin_steps - cfg.backprop_steps,
+        self.chain = DataChain(
+            cfg.sampler,
             cfg.step_size,
-            cfg.noise,
+            noise=cfg.noise,
             clamp=data_box(self.data_shape),
+            target_accept=cfg.target_accept,
+            global_moves=cfg.global_moves,
         )
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas
@@ -140,13 +159,14 @@ class ICD(Method):
     def energy(self, x: Tensor) -> Tensor:
         return self.energy_net(x)
 
-    def _last_steps(self, x: Tensor) -> Tensor:
-        """x^-hat: the last Langevin steps, whose gradient terms keep their graph to theta."""
+    def _last_steps(self, x: Tensor, step_size: float | None = None) -> Tensor:
+        """x^-hat: the last Langevin steps, whose gradient terms keep their graph to theta, at
+        `step_size` (default: the chain's current step)."""
         box = data_box(self.data_shape)
+        step_size = self.chain.step_size if step_size is None else step_size
+        noise = Langevin(1, step_size, None if self.cfg.sampler == "mala" else self.cfg.noise)
         for _ in range(self.cfg.backprop_steps):
-            x = langevin_step(
-                self.energy_net, x, self.cfg.step_size, self.langevin.noise_std, create_graph=True
-            )
+            x = langevin_step(self.energy_net, x, step_size, noise.noise_std, create_graph=True)
             x = x if box is None else x.clamp(*box)
         return x
 
@@ -161,9 +181,12 @@ class ICD(Method):
         x0, idx = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
         if self.augment is not None:
             x0 = self.augment(x0)  # l. 6: D(x~^0)
-        with frozen_params(self.energy_net):
-            x_prev, _ = self.langevin(self.energy_net, x0)  # l. 7-9, stop-grad steps
-        x_kl = self._last_steps(x_prev)  # x^-hat, graph to theta through grad_x E
+        stop_grad_steps = cfg.langevin_steps - cfg.backprop_steps
+        with frozen_params(self.energy_net):  # l. 7-9, stop-grad steps
+            x_prev, info = self.chain(self.energy_net, x0, stop_grad_steps, reference=x)
+        x_kl = self._last_steps(x_prev, info["step_size"])  # x^-hat, graph to theta via grad_x E
+        if stop_grad_steps:
+            self.chain.adapt(info)  # the step is adapted after it is used
         x_neg = x_kl.detach()  # x^- = Omega(x~^K), l. 10
         e_pos, e_neg = self.energy_net(x), self.energy_net(x_neg)
         loss_cd = e_pos.mean() - e_neg.mean()  # Eq. 5
@@ -187,6 +210,7 @@ class ICD(Method):
             e_pos=e_pos.mean(),
             e_neg=e_neg.mean(),
             **grad_norms,
+            **chain_logs(info),
         )
 
     def sample(self, n: int) -> Tensor:
@@ -197,6 +221,8 @@ class ICD(Method):
         """Algorithm 2 on any energy in model units (ICD composes energies this way, Sec. 3.4)."""
         cfg = self.cfg
         x0 = self.buffer.initial(n)  # Alg. 2: x~^0 ~ U
+        if self.cfg.sampler == "mala":  # vectors: no augmentation, the rounds are one chain
+            return self.chain(energy, x0, cfg.sample_rounds * cfg.sample_round_steps)[0]
         rounds = Langevin(
             cfg.sample_rounds * cfg.sample_round_steps,
             cfg.step_size,

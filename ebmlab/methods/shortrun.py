@@ -32,7 +32,7 @@ from torch import Tensor
 from ebmlab.config import check_at_least, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
-from ebmlab.samplers import Langevin, frozen_params
+from ebmlab.samplers import DataChain, chain_logs, check_chain, frozen_params
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,20 @@ class Config:
     init_low: float = -1.0  # x~_0 ~ U[init_low, init_high]^D
     init_high: float = 1.0
     grad_clip: float | None = None  # clip of the parameters' gradient norm
+    # the chain on points and tables (ebmlab.samplers.chain): MALA, its step adapted toward
+    # target_accept, and global moves from the data batch; the script's Langevin when "langevin"
+    sampler: str = "langevin"
+    target_accept: float | None = None
+    global_moves: int = 0
 
     def __post_init__(self):
-        check_at_least(langevin_steps=(self.langevin_steps, 0), noise=(self.noise, 0))
+        check_at_least(
+            langevin_steps=(self.langevin_steps, 0),
+            noise=(self.noise, 0),
+            global_moves=(self.global_moves, 0),
+        )
         check_positive(step_size=self.step_size)
+        check_chain(self.sampler, self.target_accept)
 
 
 class ShortRun(Method):
@@ -64,11 +74,13 @@ class ShortRun(Method):
     def __init__(self, cfg: Config, data_shape: tuple[int, ...]):
         super().__init__(cfg, data_shape)
         self.energy_net = build_energy(self.data_shape, **cfg.energy_net)
-        self.langevin = Langevin(
-            steps=cfg.langevin_steps,
-            step_size=cfg.step_size,
+        self.chain = DataChain(
+            cfg.sampler,
+            cfg.step_size,
             noise=cfg.noise,
             clamp=data_box(self.data_shape),
+            target_accept=cfg.target_accept,
+            global_moves=cfg.global_moves,
         )
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas
@@ -77,15 +89,19 @@ class ShortRun(Method):
     def energy(self, x: Tensor) -> Tensor:
         return self.energy_net(x)
 
-    def _short_run(self, n: int) -> tuple[Tensor, dict]:
+    def _short_run(
+        self, n: int, reference: Tensor | None = None, adapt: bool = False
+    ) -> tuple[Tensor, dict]:
         low, high = self.cfg.init_low, self.cfg.init_high
         x0 = torch.rand(n, *self.data_shape, device=self.device) * (high - low) + low  # l. 3
-        with frozen_params(self.energy_net):
-            return self.langevin(self.energy_net, x0)  # l. 4-5
+        with frozen_params(self.energy_net):  # l. 4-5
+            return self.chain(
+                self.energy_net, x0, self.cfg.langevin_steps, reference=reference, adapt=adapt
+            )
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         x_pos = x + self.cfg.data_noise * torch.randn_like(x)
-        x_neg, info = self._short_run(x.shape[0])
+        x_neg, info = self._short_run(x.shape[0], reference=x, adapt=True)
         e_pos, e_neg = self.energy_net(x_pos), self.energy_net(x_neg)
         loss = e_pos.mean() - e_neg.mean()  # Eq. 3 as a loss
         self.update("energy", loss, clip=self.cfg.grad_clip)  # l. 7
@@ -93,7 +109,7 @@ class ShortRun(Method):
             loss=loss,
             e_pos=e_pos.mean(),
             e_neg=e_neg.mean(),
-            langevin_grad_norm=info["grad_norm"],
+            **chain_logs(info),
         )
 
     def sample(self, n: int) -> Tensor:

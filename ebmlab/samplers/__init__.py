@@ -5,8 +5,11 @@ parameter's `.grad`, never call `.train()`/`.eval()`, change `requires_grad` onl
 chains, and work under a caller's `torch.no_grad()`.
 """
 
+from ebmlab.samplers.adapt import DualAveraging
 from ebmlab.samplers.buffer import ReplayBuffer
+from ebmlab.samplers.chain import DataChain, chain_logs, check_chain
 from ebmlab.samplers.hmc import HMC
+from ebmlab.samplers.independence import independence_move
 from ebmlab.samplers.langevin import (
     Energy,
     Langevin,
@@ -18,6 +21,8 @@ from ebmlab.samplers.langevin import (
 from ebmlab.samplers.mala import MALA
 
 __all__ = [
+    "DataChain",
+    "DualAveraging",
     "HMC",
     "MALA",
     "Energy",
@@ -25,6 +30,9 @@ __all__ = [
     "ReplayBuffer",
     "energy_grad",
     "frozen_params",
+    "chain_logs",
+    "check_chain",
     "compiled_langevin",
+    "independence_move",
     "langevin_step",
 ]

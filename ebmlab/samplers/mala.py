@@ -6,7 +6,8 @@ Proposal and acceptance, per chain (tau = step_size):
     log q(x' | x) = -|x' - x + tau grad E(x)|^2 / (4 tau)
     accept with probability min(1, exp(E(x) - E(x') + log q(x | x') - log q(x' | x)))
 
-Exact for exp(-E) at any step size; `info["accept_rate"]` is the mean acceptance.
+Exact for exp(-E) at any step size; `info["accept_rate"]` is the mean acceptance (a 0-dim
+tensor, so a GPU chain is not synchronised with the host for it).
 """
 
 from __future__ import annotations
@@ -60,5 +61,4 @@ class MALA:
             x = _where(keep, proposal, x).detach()
             e, grad = torch.where(keep, e_new, e).detach(), _where(keep, grad_new, grad)
             accepted = accepted + keep.float().mean()
-        rate = float(accepted) / max(self.steps, 1)
-        return x, {"accept_rate": rate}
+        return x, {"accept_rate": accepted / max(self.steps, 1)}  # a tensor: no host sync

@@ -1,0 +1,179 @@
+"""Samplers that fit the data's scale: dual averaging, MALA chains with an adapted step,
+independence moves between modes, the data-derived defaults, and their exact resume."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ebmlab
+from ebmlab import checkpoints
+from ebmlab.defaults import derived_values, local_scale, resolve_auto
+from ebmlab.errors import EbmlabError
+from ebmlab.samplers import DataChain, DualAveraging, independence_move
+from ebmlab.samplers.independence import kde_bandwidths, kde_log_density
+
+ROTATION = torch.tensor([[math.cos(0.5), -math.sin(0.5)], [math.sin(0.5), math.cos(0.5)]])
+
+
+def gaussian(scale: float):
+    """A rotated, anisotropic 2D Gaussian of overall size `scale`, offset by 3 * scale."""
+    mean = torch.tensor([3.0, -1.0], dtype=torch.float64) * scale
+    root = (ROTATION @ torch.diag(torch.tensor([1.0, 0.3]))).double() * scale
+    cov = root @ root.T
+    precision = torch.linalg.inv(cov)
+
+    def energy(x):
+        d = x.double() - mean
+        return 0.5 * ((d @ precision) * d).sum(1)
+
+    return mean, cov, root, energy
+
+
+def test_dual_averaging_finds_the_step_of_the_target_acceptance():
+    adapter = DualAveraging(step_size=1e-4, target_accept=0.6)
+    for _ in range(2000):
+        adapter.update(math.exp(-float(adapter.step_size)))  # acceptance exp(-eps)
+    assert float(adapter.step_size) == pytest.approx(-math.log(0.6), rel=0.05)
+    assert float(adapter.averaged_step_size) == pytest.approx(-math.log(0.6), rel=0.05)
+
+
+def test_dual_averaging_lowers_the_step_when_acceptance_is_below_target():
+    lowered, raised = (DualAveraging(step_size=1.0, target_accept=0.6) for _ in range(2))
+    for _ in range(20):
+        lowered.update(0.1)
+        raised.update(0.99)
+    assert float(lowered.step_size) < 0.1 < 10 < float(raised.step_size)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_adapted_mala_samples_a_gaussian_at_any_scale_without_a_hand_set_step(scale):
+    torch.manual_seed(0)
+    mean, cov, root, energy = gaussian(scale)
+    points = (mean + torch.randn(4000, 2, dtype=torch.float64) @ root.T).float()
+    chain = DataChain("mala", local_scale(points) ** 2 / 2, target_accept=0.6)
+    low, high = float(points.min()), float(points.max())
+    x = torch.rand(4000, 2) * (high - low) + low  # from a box around the data, as a buffer
+    for _ in range(60):  # training-time calls: each adapts the step after its chain
+        x, info = chain(energy, x, 20, adapt=True)
+    x, info = chain(energy, x, 200)
+    assert float(info["accept_rate"]) == pytest.approx(0.6, abs=0.1)
+    x = x.double()
+    assert torch.allclose(x.mean(0), mean, atol=0.05 * scale)
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.06 * scale**2)
+
+
+def two_modes(weight_left: float = 0.8):
+    """A 1D mixture: weight_left at -5, the rest at +5, each of std 0.3."""
+    log_w = torch.tensor([math.log(weight_left), math.log(1 - weight_left)], dtype=torch.float64)
+    centres = torch.tensor([-5.0, 5.0], dtype=torch.float64)
+
+    def energy(x):
+        d = (x.double() - centres) / 0.3  # (B, 2) against the two centres
+        return -torch.logsumexp(log_w - 0.5 * d.pow(2), dim=1)
+
+    return energy
+
+
+def test_independence_moves_put_chains_into_modes_by_their_mass():
+    torch.manual_seed(0)
+    energy = two_modes(0.8)
+    reference = torch.cat([torch.full((128, 1), -5.0), torch.full((128, 1), 5.0)])
+    reference += 0.3 * torch.randn_like(reference)  # an equal-weight kernel density
+    x = -5.0 + 0.3 * torch.randn(20_000, 1)  # every chain starts in the left mode
+    for _ in range(40):
+        x, rate = independence_move(energy, x, reference)
+    left = float((x < 0).float().mean())
+    assert left == pytest.approx(0.8, abs=0.015)  # the proposal's 0.5 is corrected
+    assert 0.2 < float(rate) < 1.0
+
+
+def test_a_chain_with_global_moves_crosses_modes_that_mala_alone_keeps():
+    torch.manual_seed(0)
+    energy = two_modes(0.5)
+    reference = torch.tensor([[-5.0], [5.0]]).repeat(64, 1) + 0.3 * torch.randn(128, 1)
+    start = -5.0 + 0.3 * torch.randn(4000, 1)
+    local, _ = DataChain("mala", 0.05)(energy, start, 100, reference=reference)
+    mixed, chain = start, DataChain("mala", 0.05, global_moves=1)
+    for _ in range(10):  # ten training iterations' chains of 5 steps
+        mixed, info = chain(energy, mixed, 5, reference=reference)
+    assert float((local > 0).float().mean()) < 0.01
+    assert float((mixed > 0).float().mean()) == pytest.approx(0.5, abs=0.05)
+    assert "global_accept_rate" in info
+
+
+def test_the_kernel_density_of_the_moves_is_normalised():
+    centres = torch.tensor([[-1.0], [0.0], [0.2], [3.0], [3.0]], dtype=torch.float64)
+    bandwidths = kde_bandwidths(centres, k=2)
+    assert (bandwidths > 0).all()  # duplicated centres still get a kernel
+    grid = torch.linspace(-10, 14, 48_001, dtype=torch.float64).unsqueeze(1)
+    mass = kde_log_density(grid, centres, bandwidths).exp().sum() * (grid[1] - grid[0])
+    assert float(mass) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_local_scale_follows_the_data_scale_and_ignores_duplicates():
+    torch.manual_seed(0)
+    points = torch.randn(3000, 2)
+    assert local_scale(points * 1e3) == pytest.approx(1e3 * local_scale(points), rel=1e-4)
+    assert local_scale(torch.cat([points, points])) > 0
+    values = derived_values(points, z_dim_max=128)
+    assert values["z_dim"] == 2 and values["sigma"] == pytest.approx(local_scale(points) / 2)
+    assert values["step_size"] == pytest.approx(local_scale(points) ** 2 / 2)
+    assert values["init_low"] < float(points.min()) and values["init_high"] > float(points.max())
+
+
+def test_auto_values_are_resolved_and_a_users_step_switches_adaptation_off():
+    train = torch.randn(500, 3)
+    preset = {"step_size": "auto", "target_accept": 0.6, "z_dim": "auto", "z_dim_max": 2}
+    resolved = resolve_auto(preset, {}, train)
+    assert resolved["step_size"] == pytest.approx(local_scale(train) ** 2 / 2)
+    assert resolved["target_accept"] == 0.6 and resolved["z_dim"] == 2
+    assert "z_dim_max" not in resolved
+    fixed = resolve_auto({**preset, "step_size": 0.002}, {"step_size": 0.002}, train)
+    assert fixed["step_size"] == 0.002 and fixed["target_accept"] is None
+    both = {"step_size": 0.002, "target_accept": 0.7}
+    assert resolve_auto({**preset, **both}, both, train)["target_accept"] == 0.7
+    with pytest.raises(EbmlabError, match="cannot be auto"):
+        resolve_auto({"lr": "auto"}, {}, train)
+
+
+TABLE_OVERRIDES = {
+    "method": {"energy_net": {"kind": "mlp", "hidden": 32, "depth": 2}, "buffer_size": 200},
+    "data": {"batch_size": 64},
+    "train": {"log_every": 5, "ckpt_every": 10, "sample_every": 0, "device": "cpu"},
+}
+
+
+def table_run(out, steps, resume=False):
+    rng = np.random.default_rng(0)
+    table = np.concatenate([rng.normal(0, 1e-3, (300, 2)), rng.normal(5e-3, 2e-4, (300, 2))])
+    path = out.parent / "table.npy"  # a file: a resume loads the data again
+    np.save(path, table.astype(np.float32) + 1.0)
+    return ebmlab.train(
+        "cd",
+        path,
+        steps=steps,
+        out=out,
+        overrides=TABLE_OVERRIDES,
+        resume=resume,
+        evaluate=False,
+        progress=False,
+    )
+
+
+def test_the_adapted_step_is_logged_saved_and_resumed_bit_for_bit(tmp_path):
+    run = table_run(tmp_path / "whole", 30)
+    assert run.method.cfg.sampler == "mala" and run.method.cfg.target_accept == 0.6
+    table_run(tmp_path / "split", 20)
+    table_run(tmp_path / "split", 30, resume=True)
+    whole = checkpoints.read_latest(tmp_path / "whole")[0]
+    split = checkpoints.read_latest(tmp_path / "split")[0]
+    for key in ("chain.adapter.log_step", "chain.adapter.h_avg", "buffer.storage"):
+        assert torch.equal(whole["method"][key], split["method"][key]), key
+    rows = [json.loads(line) for line in (tmp_path / "whole/metrics.jsonl").open()]
+    steps = [row["step_size"] for row in rows]
+    assert len(set(steps)) == len(steps)  # it moves
+    derived = run.config.method_params["step_size"]
+    assert isinstance(derived, float) and derived < 1.0  # from the standardised data
