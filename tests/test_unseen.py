@@ -1,5 +1,6 @@
 """Unseen densities: exact normalisation, draws that match the density, seeds that repeat, the
-suite's coverage, and their loading as a user's table with the density in model units."""
+suite's coverage, their loading as a user's table with the density in model units, and the
+bench suite that runs every method on them."""
 
 import math
 from functools import cache
@@ -9,6 +10,9 @@ import pytest
 import torch
 from scipy import integrate
 
+from ebmlab.bench import SUITES, bench
+from ebmlab.bench.spec import Budget
+from ebmlab.bench.tables import across_datasets_table, read_results
 from ebmlab.data import load_dataset, unseen
 from ebmlab.data.unseen import UNSEEN_SUITE, parse_name, unseen_density
 from ebmlab.errors import EbmlabError
@@ -208,3 +212,50 @@ def test_true_draws_cover_the_model_unit_modes_with_their_weights(loaded, seed):
     scores = mode_metrics(x, parts.means, parts.covariances, parts.weights)
     assert scores["mode_coverage"] > 0.985  # P(chi2_D <= 9) is 0.997 (1D), 0.989 (2D)
     assert scores["mode_weight_tv"] < 0.015  # sampling noise alone, at 50,000 draws
+
+
+# ---------------------------------------------------------------- the bench suite
+
+
+def test_the_unseen_suite_runs_every_density_for_3000_steps_once():
+    suite = SUITES["unseen"]
+    assert list(suite.budgets) == [f"unseen-{seed}" for seed in UNSEEN_SUITE]
+    assert {str(Budget.parse(budget)) for budget in suite.budgets.values()} == {"3000 steps"}
+    assert suite.seeds == 1
+
+
+def bench_row(method, data, kl, status="ok", **metrics):
+    return {"method": method, "data": data, "seed": 0.0, "status": status, "kl": kl, **metrics}
+
+
+def test_across_datasets_gives_median_and_worst_and_counts_failures():
+    rows = [
+        bench_row("cd", "a", 0.1),
+        bench_row("cd", "b", 0.3),
+        bench_row("cd", "c", 0.8),
+        bench_row("icd", "a", 0.05),
+        bench_row("icd", "b", "", status="failed"),
+        bench_row("icd", "c", 0.9),
+        bench_row("gebm", "a", "", mode_coverage=0.95),
+        bench_row("gebm", "b", "", mode_coverage=0.5),
+    ]
+    table = across_datasets_table(rows, ["a", "b", "c"])
+    rows_of_cells = [line.removeprefix("| ").removesuffix(" |").split(" | ") for line in table[4:]]
+    cells = {method: rest for method, *rest in rows_of_cells}
+    assert cells["cd"][:3] == ["**0.3**", "**0.8**", "3/3"]
+    assert cells["icd"][:3] == ["0.475", "0.9", "2/3"]  # the failed run is not a good one
+    assert cells["gebm"][:3] == ["-", "-", "0/3"]
+    assert cells["gebm"][3:6] == ["0.725", "0.5", "2/2"]  # coverage: the worst is the lowest
+
+
+@pytest.mark.slow
+def test_a_tiny_unseen_bench_scores_kl_held_out_nll_and_modes(tmp_path):
+    out = bench(
+        "unseen", methods=["dsm"], data=["unseen-25"], budget="100", out=tmp_path / "b", jobs=1
+    )
+    (row,) = read_results(out / "results.csv")
+    assert row["status"] == "ok" and row["steps"] == 100 and row["budget"] == "100 steps"
+    assert 0 <= row["kl"] < 10 and math.isfinite(row["nll_test_grid"])
+    assert 0 <= row["mode_coverage"] <= 1 and 0 <= row["mode_weight_tv"] <= 1
+    board = (out / "leaderboard.md").read_text()
+    assert "## unseen-25" in board and "| dsm |" in board

@@ -3,11 +3,18 @@
 Every registered method takes part unless `--methods` says otherwise, so a method that lands
 later joins by being registered. A dataset joins a suite with one line: its name and budget.
 A budget is wall-clock seconds of training ("90s") or training steps ("2000").
+
+"unseen" trains every method on the 12 random densities of `ebmlab.data.unseen.UNSEEN_SUITE`,
+loaded as users' tables (`unseen-<seed>`), for 3,000 steps each: the issue-19 test of defaults
+that fit data no preset was tuned on. Its leaderboard's "Across datasets" table gives each
+method's median and worst KL (and mode coverage and weight TV, which GEBM is judged by).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ebmlab.data.unseen import PREFIX, UNSEEN_SUITE
 
 
 @dataclass(frozen=True)
@@ -49,5 +56,10 @@ SUITES = {
         },
         seeds=3,
         curve_points=2,
+    ),
+    "unseen": Suite(
+        budgets={f"{PREFIX}{seed}": "3000" for seed in UNSEEN_SUITE},
+        seeds=1,
+        curve_points=1,
     ),
 }

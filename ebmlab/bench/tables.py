@@ -1,4 +1,5 @@
-"""results.csv (one row per run) and leaderboard.md (mean ± std over seeds, best in bold)."""
+"""results.csv (one row per run) and leaderboard.md (mean ± std over seeds, best in bold; for
+metrics measured on several datasets, each method's median and worst over them)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ RUN_COLUMNS = [
 QUALITY = {
     "kl": ("KL", False),
     "nll": ("NLL", False),
+    "nll_test_grid": ("held-out NLL", False),
+    "mode_coverage": ("mode coverage", True),
+    "mode_weight_tv": ("mode weight TV", False),
     "mmd2": ("MMD²", False),
     "fd_classifier": ("FD", False),
     "kid": ("KID", False),
@@ -45,7 +49,9 @@ COST = {
     "peak_mem_mb": ("peak MB", False),
 }
 #: the summary's metric per data kind: samples against data, which every method can report
-HEADLINE = {"toy2d": ("kl", "mmd2"), "image": ("fd_classifier",), "tabular": ("mmd2",)}
+HEADLINE = {"toy2d": ("kl", "mmd2"), "image": ("fd_classifier",), "tabular": ("kl", "mmd2")}
+#: metrics summarised by their median and worst over datasets, where 2 or more have them
+ACROSS = ("kl", "mode_coverage", "mode_weight_tv")
 
 
 def run_key(row: dict[str, Any]) -> tuple[str, str, int]:
@@ -91,6 +97,9 @@ def leaderboard(rows: list[dict[str, Any]], kinds: dict[str, str], header: str) 
     """Markdown: a summary of the headline metrics, then one table per dataset."""
     datasets = list(dict.fromkeys(row["data"] for row in rows))
     lines = [header, "", "## Summary", "", *summary_table(rows, datasets, kinds), ""]
+    across = across_datasets_table(rows, datasets)
+    if across:
+        lines += ["## Across datasets", "", *across, ""]
     for data in datasets:
         subset = [row for row in rows if row["data"] == data]
         seeds = len({row["seed"] for row in subset})
@@ -125,6 +134,52 @@ def summary_table(
             lines.append(_table_row([method, *texts]))
         lines.append("")
     return lines[:-1]
+
+
+def across_datasets_table(rows: list[dict[str, Any]], datasets: list[str]) -> list[str]:
+    """A row per method: for each metric of ACROSS that 2 or more datasets have, the median and
+    the worst over datasets of the method's mean over seeds, and on how many of those datasets
+    it has a value (a failed run has none, so a method cannot hide its worst case by failing)."""
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    metrics = {}
+    for metric in ACROSS:
+        means = {
+            (method, data): float(np.mean(values))
+            for method in methods
+            for data in datasets
+            if (values := _values(rows, method, data, metric))
+        }
+        measured = {data for _, data in means}
+        if len(measured) >= 2:
+            metrics[metric] = (means, len(measured))
+    if not metrics:
+        return []
+    headings, cells = [], {method: [] for method in methods}
+    for metric, (means, total) in metrics.items():
+        heading, higher_is_better = QUALITY[metric]
+        headings += [f"{heading} median", f"{heading} worst", f"{heading} on"]
+        worst = min if higher_is_better else max
+        summaries = {
+            method: [v for (m, _), v in means.items() if m == method] for method in methods
+        }
+        medians = [[float(np.median(v))] if v else [] for v in summaries.values()]
+        worsts = [[worst(v)] if v else [] for v in summaries.values()]
+        best_median, best_worst = _best(medians, higher_is_better), _best(worsts, higher_is_better)
+        for method, median, worst_value in zip(methods, medians, worsts, strict=True):
+            cells[method] += [
+                _cell(median, best_median),
+                _cell(worst_value, best_worst),
+                f"{len(summaries[method])}/{total}",
+            ]
+    lines = [
+        "Per method, the median and the worst over datasets of its mean over seeds; `on`: the "
+        "datasets where it has a value, out of those where some method has.",
+        "",
+        _table_row(["method", *headings]),
+        _table_row(["---"] * (len(headings) + 1)),
+    ]
+    lines += [_table_row([method, *cells[method]]) for method in methods]
+    return lines
 
 
 def dataset_table(rows: list[dict[str, Any]]) -> list[str]:
