@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -17,6 +17,9 @@ from torch import Tensor  # noqa: E402
 
 from ebmlab.config import RunConfig  # noqa: E402
 from ebmlab.data import Dataset  # noqa: E402
+
+if TYPE_CHECKING:
+    from ebmlab.metrics.toy2d import Bounds
 
 METRIC_NOTES = {
     "kl": "exact KL(p_data ‖ p_model), nats, exp(-E) normalised on a grid",
@@ -33,7 +36,14 @@ METRIC_NOTES = {
     "intrinsic_dim_test": "Levina-Bickel intrinsic dimension of test data",
     "intrinsic_dim_samples": "the same for model samples",
     "recon_rmse_test": "RMSE of test examples vs their reconstructions (images: [0, 1] pixels)",
+    "nll_test_grid": "held-out NLL, nats per example, exp(-E) normalised on a grid over the data",
+    "loglik_test_ais": "held-out log-likelihood, nats per example, log Z by AIS",
+    "loglik_test_ais_se": "its standard error (test mean and AIS log Z combined)",
 }
+#: one (low, high) per dimension
+Box = tuple[tuple[float, float], ...]
+#: points of the 1D model-density curve and cells per side of the 2D heatmaps and histograms
+CURVE_POINTS, HEATMAP_CELLS, HISTOGRAM_BINS = 1000, 200, 60
 
 
 def image_grid(images: Tensor, ncol: int | None = None) -> np.ndarray:
@@ -57,19 +67,47 @@ def _show_images(ax: plt.Axes, images: Tensor, title: str) -> None:
     ax.axis("off")
 
 
-def _scatter(ax: plt.Axes, points: Tensor, title: str, bounds: tuple[float, float] | None):
+def _scatter(ax: plt.Axes, points: Tensor, title: str, bounds: Bounds | None):
+    """Points (N, 2) in the box `bounds` (a square's (low, high), or one per axis)."""
+    from ebmlab.metrics.toy2d import per_dimension
+
     points = points.detach().cpu().numpy()
     ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.5)
     if bounds is not None:
-        ax.set_xlim(bounds)
-        ax.set_ylim(bounds)
+        (x_low, x_high), (y_low, y_high) = per_dimension(bounds)
+        ax.set_xlim(x_low, x_high)
+        ax.set_ylim(y_low, y_high)
     ax.set_aspect("equal")
     ax.set_title(title)
 
 
+def _histograms(ax: plt.Axes, sets: dict[str, Tensor], side: tuple[float, float] | None = None):
+    """Density-normalised histograms of one-column point sets (N, 1), overlaid on shared bins."""
+    values = {
+        label: points.detach().cpu().double().reshape(-1).numpy() for label, points in sets.items()
+    }
+    if side is None:
+        joined = np.concatenate(list(values.values()))
+        side = (float(joined.min()), float(joined.max()))
+    bins = np.linspace(*side, HISTOGRAM_BINS + 1)
+    for label, points in values.items():
+        ax.hist(points, bins=bins, density=True, histtype="stepfilled", alpha=0.35, label=label)
+
+
 def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
-    """Samples (model units) beside data: image grids, or 2D scatters of the first two columns."""
+    """Samples (model units) beside data: image grids, 2D scatters of the first two columns, or
+    for a one-column table both histograms on one axis."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if dataset.kind != "image" and dataset.shape == (1,):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        _histograms(ax, {"data (test)": dataset.test[: len(samples)], "samples": samples})
+        ax.set_xlabel("standardised column")
+        ax.set_ylabel("density")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
     if dataset.kind == "image":
         _show_images(axes[0], dataset.test[: len(samples)], "data (test)")
@@ -173,6 +211,102 @@ def save_density_comparison(
     plt.close(fig)
 
 
+def save_table_density_figure(method: Any, method_name: str, dataset: Dataset, path: Path) -> None:
+    """`table_density_figure`, saved to `path`."""
+    fig = table_density_figure(method, method_name, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table_density_figure(method: Any, method_name: str, dataset: Dataset) -> plt.Figure:
+    """A table of one or two columns, as the 2D sets are shown: exp(-E)/Z (a curve in 1D, a
+    heatmap in 2D) beside a density-normalised histogram of the training split, and samples.
+
+    exp(-E) is normalised on the grid over the box `evaluate` uses for `nll_test_grid` (the
+    data's range widened on each side, `data_box`), in standardised units. Where the dataset
+    knows its density (an unseen one), it is drawn too. A model whose exp(-E) is no density
+    (GEBM) shows its normalised re-weighting exp(-E), says so, and adds samples of its base."""
+    from ebmlab.metrics.toy2d import data_box
+
+    box = data_box(torch.cat([dataset.train, dataset.test]))
+    samples = {f"samples ({method_name}.sample)": method.sample(2000).detach().cpu()}
+    if not method.energy_is_density:
+        samples["samples of the base alone"] = method.sample(2000, from_base=True).detach().cpu()
+    model_label = "model exp(-E)/Z" if method.energy_is_density else "re-weighting exp(-E)/Z, not p"
+    draw = _table_density_1d if dataset.shape == (1,) else _table_density_2d
+    fig = draw(method, dataset, box, samples, model_label)
+    fig.tight_layout()
+    return fig
+
+
+def _table_density_1d(
+    method: Any, dataset: Dataset, box: Box, samples: dict[str, Tensor], model_label: str
+) -> plt.Figure:
+    """One panel per point set (the data, then the samples): its histogram under the curves."""
+    (side,) = box
+    xs = side[0] + (side[1] - side[0]) * (np.arange(CURVE_POINTS) + 0.5) / CURVE_POINTS
+    grid = torch.as_tensor(xs)[:, None]
+    neg_e = -_on_grid(method.energy, method.device, grid)
+    curves = [(model_label, _normalised_density(neg_e, box), {"color": "black"})]
+    if dataset.log_density is not None:
+        log_p = _on_grid(dataset.log_density, None, grid)
+        exact = {"color": "tab:red", "linestyle": "--"}
+        curves.append(("data density (exact)", _normalised_density(log_p, box), exact))
+    sets = {"data (train split)": dataset.train, **samples}
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.8), squeeze=False)
+    for ax, (label, points) in zip(axes[0], sets.items(), strict=True):
+        _histograms(ax, {label: points}, side)
+        for name, density, style in curves:
+            ax.plot(xs, density, label=name, **style)
+        ax.set_xlim(side)
+        ax.set_xlabel("standardised column")
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def _table_density_2d(
+    method: Any, dataset: Dataset, box: Box, samples: dict[str, Tensor], model_label: str
+) -> plt.Figure:
+    """The data's 2D histogram, the exact density where known, exp(-E)/Z, then the samples;
+    the histogram and the densities share one colour scale (density per unit area)."""
+    from ebmlab.metrics.toy2d import density_grid
+
+    (x_side, y_side) = box
+    train = dataset.train.double().numpy()
+    histogram, _, _ = np.histogram2d(
+        train[:, 0], train[:, 1], bins=HISTOGRAM_BINS, range=box, density=True
+    )
+    neg_e = density_grid(lambda x: -method.energy(x.to(method.device)), box, HEATMAP_CELLS)[2]
+    heatmaps = {}
+    if dataset.log_density is not None:
+        heatmaps["data density (exact)"] = density_grid(dataset.log_density, box, HEATMAP_CELLS)[2]
+    heatmaps[model_label] = neg_e
+    top = max([histogram.max()] + [_normalised_density(v, box).max() for v in heatmaps.values()])
+    panels = 1 + len(heatmaps) + len(samples)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.2), squeeze=False)
+    axes = list(axes[0])
+    extent = (*x_side, *y_side)
+    axes[0].imshow(histogram.T, origin="lower", extent=extent, cmap="magma", vmin=0, vmax=top)
+    axes[0].set_title("data (train split), histogram")
+    for ax, (title, values) in zip(axes[1:], heatmaps.items(), strict=False):
+        _show_density(ax, values, box, title, vmax=top)
+    for ax, (title, points) in zip(axes[1 + len(heatmaps) :], samples.items(), strict=True):
+        _scatter(ax, points, title, box)
+    for ax in axes:
+        ax.set_xlabel("standardised column 1")
+        ax.set_ylabel("standardised column 2")
+    return fig
+
+
+def _on_grid(fn, device: torch.device | None, grid: Tensor) -> np.ndarray:
+    """fn at float64 grid points, fed on `device` (else the CPU) in float32, without autograd."""
+    with torch.no_grad():
+        values = fn(grid.to(device or "cpu", torch.float32))
+    return values.double().cpu().numpy()
+
+
 def _is_grad_norm(key: str) -> bool:
     return key == "grad_norm" or key.startswith("grad_norm/")
 
@@ -185,11 +319,27 @@ def _neg_energy_grid(energy, device: torch.device, bounds: tuple[float, float]) 
         return density_grid(lambda x: -energy(x.to(device)), bounds)[2]
 
 
-def _show_density(ax: plt.Axes, log_values: np.ndarray, bounds: tuple[float, float], title: str):
-    values = torch.as_tensor(log_values, dtype=torch.float64)
-    density = torch.exp(values - torch.logsumexp(values.flatten(), 0)).numpy()
-    ax.imshow(density, origin="lower", extent=(*bounds, *bounds), cmap="magma")
+def _show_density(
+    ax: plt.Axes, log_values: np.ndarray, bounds: Bounds, title: str, vmax: float | None = None
+):
+    """A heatmap of exp(log_values) normalised over the grid, per unit area of the box (a
+    square's (low, high), or one per axis); `vmax` fixes the top of the colour scale."""
+    from ebmlab.metrics.toy2d import per_dimension
+
+    (x_low, x_high), (y_low, y_high) = box = per_dimension(bounds)
+    density = _normalised_density(log_values, box)
+    extent = (x_low, x_high, y_low, y_high)
+    ax.imshow(density, origin="lower", extent=extent, cmap="magma", vmin=0, vmax=vmax)
     ax.set_title(title)
+
+
+def _normalised_density(log_values: np.ndarray, box: Box) -> np.ndarray:
+    """exp(log_values) / Z on a grid of cells over `box`, per unit length or area, in float64."""
+    values = torch.as_tensor(log_values, dtype=torch.float64)
+    cell = math.prod(
+        (high - low) / size for (low, high), size in zip(box, values.shape[::-1], strict=True)
+    )
+    return torch.exp(values - torch.logsumexp(values.flatten(), 0) - math.log(cell)).numpy()
 
 
 def save_composition_figure(
@@ -310,6 +460,25 @@ def _sampling_lines(method) -> list[str]:
     return [f"Samples: {describe()}.", ""] if callable(describe) else []
 
 
+def _held_out_lines(metrics: dict[str, float]) -> list[str]:
+    """The honest score of a density without a known one: the AIS log-likelihood, or the
+    held-out NLL normalised on the grid, per test example in standardised units."""
+    if "loglik_test_ais" in metrics:
+        loglik, se = metrics["loglik_test_ais"], metrics["loglik_test_ais_se"]
+        return [
+            f"Held-out log-likelihood: **{loglik:.4g} ± {se:.2g} nats** per test example "
+            "(log Z of exp(-E) by annealed importance sampling; standardised columns).",
+            "",
+        ]
+    if "nll_test_grid" in metrics:
+        return [
+            f"Held-out NLL: **{metrics['nll_test_grid']:.4g} nats** per test example "
+            "(exp(-E) normalised on a grid over the data's range; standardised units).",
+            "",
+        ]
+    return []
+
+
 def write_report(
     run_dir: Path,
     method: Any,
@@ -334,6 +503,9 @@ def write_report(
     if dataset.kind == "toy2d":
         save_density_figure(method, config.method, dataset, run_dir / "density.png")
         figures.append(("Data density, model density and samples", "density.png"))
+    elif dataset.kind == "tabular" and dataset.shape in ((1,), (2,)):
+        save_table_density_figure(method, config.method, dataset, run_dir / "density.png")
+        figures.append(("Data histogram, model density exp(-E)/Z and samples", "density.png"))
     else:
         n = 64 if dataset.kind == "image" else 2000
         save_samples_figure(method.sample(n).detach().cpu(), dataset, run_dir / "samples.png")
@@ -354,6 +526,7 @@ def write_report(
         f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
         "",
         *_sampling_lines(method),
+        *_held_out_lines(metrics),
         "## Metrics",
         "",
         metrics_table(metrics),
