@@ -245,3 +245,16 @@ def test_resnet_generator_upsamples_a_4x4_seed_to_the_image(size):
     gen = build_generator(16, (3, size, size), kind="resnet", width=8)
     assert gen(torch.randn(2, 16)).shape == (2, 3, size, size)
     assert gen.c0 == 8 * size // 4
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "resnet"])
+@pytest.mark.parametrize("shape", [(3, 10, 12), (1, 28, 28), (1, 5, 5)])
+def test_image_generators_draw_images_of_any_size_in_the_unit_box(kind, shape):
+    from ebmlab.nets.generator import build_generator, fit_size
+
+    generator = build_generator(4, shape, kind, width=8)
+    images = generator(torch.randn(6, 4))
+    assert images.shape == (6, *shape)
+    assert images.abs().max() <= 1.0
+    drawn = torch.randn(2, 1, 16, 16)
+    assert fit_size(drawn, (16, 16)) is drawn  # the supported sizes are left as drawn

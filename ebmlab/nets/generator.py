@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
@@ -49,11 +50,10 @@ class DCGANGenerator(nn.Module):
         self, z_dim: int, out_shape: tuple[int, int, int], width: int = 64, batch_norm: bool = True
     ):
         super().__init__()
-        channels, size, _ = out_shape
+        channels, height, width_px = out_shape
+        size = max(height, width_px)
         base = 7 if size in (14, 28) else 4
-        ups = int(round(math.log2(size / base)))
-        if base * 2**ups != size:
-            raise EbmlabError(f"DCGAN generator needs 8, 16, 28, 32 or 64 px images, got {size}")
+        ups = grown_steps(size, base)
         widths = [width * 2 ** (ups - i) for i in range(ups + 1)]
         self.seed = nn.Linear(z_dim, widths[0] * base * base)
         layers: list[nn.Module] = []
@@ -62,9 +62,25 @@ class DCGANGenerator(nn.Module):
             layers += [nn.ReLU(), nn.ConvTranspose2d(c_in, c_out, 4, 2, 1)]
         layers += [nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()]
         self.net, self.base, self.c0 = nn.Sequential(*layers), base, widths[0]
+        self.out_size = (height, width_px)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.seed(z).view(-1, self.c0, self.base, self.base))
+        return fit_size(
+            self.net(self.seed(z).view(-1, self.c0, self.base, self.base)), self.out_size
+        )
+
+
+def grown_steps(size: int, base: int) -> int:
+    """Doublings of a base x base seed to the first size at or above `size` (at least one)."""
+    return max(1, math.ceil(math.log2(size / base) - 1e-9))
+
+
+def fit_size(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Images drawn at a power-of-two size, resized to the data's (H, W) by area-weighted
+    bilinear interpolation; a no-op at the same size. Convex weights keep tanh's [-1, 1]."""
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 class UpBlock(nn.Module):
@@ -95,18 +111,17 @@ class ResNetGenerator(nn.Module):
 
     def __init__(self, z_dim: int, out_shape: tuple[int, int, int], width: int = 64):
         super().__init__()
-        channels, size, _ = out_shape
-        ups = int(round(math.log2(size / 4)))
-        if 4 * 2**ups != size:
-            raise EbmlabError(f"ResNet generator needs 8, 16, 32, 64 or 128 px images, got {size}")
+        channels, height, width_px = out_shape
+        ups = grown_steps(max(height, width_px), 4)
         widths = [width * 2 ** (ups - i) for i in range(ups + 1)]
         self.seed = nn.Linear(z_dim, widths[0] * 16)
         blocks = [UpBlock(c_in, c_out) for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)]
         head = [nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1)]
         self.net, self.c0 = nn.Sequential(*blocks, *head, nn.Tanh()), widths[0]
+        self.out_size = (height, width_px)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.seed(z).view(-1, self.c0, 4, 4))
+        return fit_size(self.net(self.seed(z).view(-1, self.c0, 4, 4)), self.out_size)
 
 
 def build_generator(z_dim: int, shape: tuple[int, ...], kind: str = "auto", **options):
