@@ -544,6 +544,9 @@ def test_evaluate_8gaussians_reports_its_modes():
     shifted = DrawingModel(data, shift=torch.tensor([0.0, 1.0]))  # 2.8 std off every mode
     results = evaluate(shifted, data, n_samples=2000)
     assert results["mode_coverage"] < 0.7
+    two = load_dataset("8gaussians", classes=[0, 3]).components  # east and south
+    assert torch.allclose(two.means, torch.tensor([[4.0, 0.0], [0.0, -4.0]]).double() / 1.414)
+    assert two.weights.tolist() == [0.5, 0.5]
 
 
 def test_evaluate_is_repeatable_and_keeps_the_callers_random_state():

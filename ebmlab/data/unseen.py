@@ -14,7 +14,7 @@ log p(x) = log p_u(u) - sum(log(scale * aspect)).
 | 2D mixture  | 40%   | 2-12 Gaussians, major std 0.05-0.25, axis ratio 1-3, any rotation   |
 | rings       | 15%   | 1-3 concentric rings, radii up to 1, radial std 0.015-0.06          |
 | spiral      | 15%   | 1-2 arms of r = r0 + (1 - r0) t, 0.75-2 turns, std 0.1-0.2 of the   |
-|             |       | gap between windings                                                |
+|             |       | gap between windings (at most 0.1)                                  |
 
 Mixture means are placed one by one, uniformly in [-L, L]^D, each at least 1.25 (s_i + s_j)
 from the others (s: the largest std of a component), L growing by 10% after 100 misses: the
