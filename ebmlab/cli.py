@@ -301,6 +301,7 @@ def cmd_info() -> None:
     from ebmlab.config import preset_names
     from ebmlab.data import dataset_names
     from ebmlab.data.fetch import cache_root
+    from ebmlab.defaults import AUTO_RULES
     from ebmlab.methods import METHODS
     from ebmlab.tasks.ood import DERIVED
 
@@ -318,6 +319,9 @@ def cmd_info() -> None:
     for name, description in dataset_names().items():
         print(f"  {name:<14}{description}")
     print(f"\npresets: {', '.join(preset_names())}")
+    print("preset values `auto`, derived from the training split (r: median 10-NN distance):")
+    for option, rule in AUTO_RULES.items():
+        print(f"  {option:<42}{rule}")
     print(f"OOD sets for eval --ood: {', '.join(DERIVED)}, standard, or any dataset above")
     for name, suite in SUITES.items():
         budgets = ", ".join(f"{data} {budget}" for data, budget in suite.budgets.items())

@@ -38,6 +38,13 @@ NEIGHBOURS = 10
 SUBSAMPLE = 2000
 BOX_MARGIN = 0.1
 STEP_KEYS = ("step_size", "x_step_size", "sample_step_size")
+#: option -> its rule, as `ebmlab info` prints it
+AUTO_RULES = {
+    ", ".join(STEP_KEYS): "r^2 / 2 (MALA chains then adapt it toward target_accept)",
+    "sigma": "r / 2",
+    "z_dim": "min(z_dim_max, D)",
+    "init_low, init_high": f"training range widened by {BOX_MARGIN:.0%} of its width per side",
+}
 #: (step option, the adaptation option it switches off when the user sets the step)
 ADAPTED_STEPS = (("step_size", "target_accept"), ("x_step_size", "x_target_accept"))
 

@@ -15,8 +15,9 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from ebmlab.config import RunConfig  # noqa: E402
+from ebmlab.config import RunConfig, find_preset, read_yaml  # noqa: E402
 from ebmlab.data import Dataset  # noqa: E402
+from ebmlab.defaults import AUTO  # noqa: E402
 
 if TYPE_CHECKING:
     from ebmlab.metrics.toy2d import Bounds
@@ -479,6 +480,17 @@ def _held_out_lines(metrics: dict[str, float]) -> list[str]:
     return []
 
 
+def _derived_lines(config: RunConfig, dataset: Dataset) -> list[str]:
+    """The options the preset left `auto` and the values derived from this data for them."""
+    preset = find_preset(config.method, dataset.name, dataset.kind)
+    preset_method = (read_yaml(preset).get("method") or {}) if preset else {}
+    derived = [k for k, v in preset_method.items() if v == AUTO and k in config.method_params]
+    if not derived:
+        return []
+    values = ", ".join(f"`{k}` = {config.method_params[k]:.4g}" for k in derived)
+    return [f"Derived from the data (`{preset.stem}` says auto; see `ebmlab info`): {values}.", ""]
+
+
 def write_report(
     run_dir: Path,
     method: Any,
@@ -526,6 +538,7 @@ def write_report(
         f"({dataset.kind} data, shape {dataset.shape}, {len(dataset.train)} training examples).",
         "",
         *_sampling_lines(method),
+        *_derived_lines(config, dataset),
         *_held_out_lines(metrics),
         "## Metrics",
         "",

@@ -177,3 +177,15 @@ def test_the_adapted_step_is_logged_saved_and_resumed_bit_for_bit(tmp_path):
     assert len(set(steps)) == len(steps)  # it moves
     derived = run.config.method_params["step_size"]
     assert isinstance(derived, float) and derived < 1.0  # from the standardised data
+
+
+def test_the_report_names_the_values_derived_from_the_data(tmp_path):
+    path = tmp_path / "points.npy"
+    np.save(path, np.random.default_rng(0).normal(5.0, 1e-2, (400, 2)).astype(np.float32))
+    overrides = {**TABLE_OVERRIDES, "train": {**TABLE_OVERRIDES["train"], "eval_samples": 50}}
+    run = ebmlab.train(
+        "icd", path, steps=4, out=tmp_path / "run", overrides=overrides, progress=False
+    )
+    report = (tmp_path / "run/report.md").read_text()
+    step = run.config.method_params["step_size"]
+    assert f"`step_size` = {step:.4g}" in report and "`init_low` =" in report
