@@ -29,6 +29,7 @@ from ebmlab.api import build_method_config, resolve_device
 from ebmlab.config import RunConfig, find_preset, merge, read_yaml
 from ebmlab.data import Dataset
 from ebmlab.data.scaling import Scaler
+from ebmlab.defaults import resolve_auto
 from ebmlab.errors import EbmlabError, InvalidInputError
 from ebmlab.methods import Method, get_method
 from ebmlab.train import Trainer
@@ -97,8 +98,9 @@ class _EnergyEstimator(BaseEstimator):
         X = self._validate(X, reset=True, ensure_min_samples=2)
         self.scaler_ = StandardScaler().fit(X)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        config, method_config, device = self._run_config(seed)
-        x = torch.as_tensor(self._standardised(X), dtype=torch.float32, device=device)
+        x = torch.as_tensor(self._standardised(X), dtype=torch.float32)
+        config, method_config, device = self._run_config(seed, x)
+        x = x.to(device)
         scaler = Scaler(torch.as_tensor(self.scaler_.mean_), torch.as_tensor(self.scaler_.scale_))
         dataset = Dataset("array", "tabular", x, x, scaler)
         devices = [device] if device.type == "cuda" else []
@@ -120,9 +122,10 @@ class _EnergyEstimator(BaseEstimator):
         except EbmlabError as err:  # e.g. a latent size larger than the table's width
             raise InvalidInputError(str(err)) from None
 
-    def _run_config(self, seed: int) -> tuple[RunConfig, Any, torch.device]:
+    def _run_config(self, seed: int, x: torch.Tensor) -> tuple[RunConfig, Any, torch.device]:
         """The method's tabular preset (else its 2D one: vectors, standardised scale) under
-        this estimator's parameters; the run config, the method's config and the device."""
+        this estimator's parameters, its `auto` values derived from the standardised training
+        rows x; the run config, the method's config and the device."""
         for name, value in (("steps", self.steps), ("batch_size", self.batch_size)):
             if value is not None:
                 _check_scalar(value, name, int, min_val=1)
@@ -144,7 +147,9 @@ class _EnergyEstimator(BaseEstimator):
             data = {"name": "array"}
             data |= {"batch_size": self.batch_size} if self.batch_size is not None else {}
             extra = {"method": {"energy_net": net, **(self.method_params or {})}}
-            config = RunConfig.from_dict(merge(tree, extra | {"data": data, "train": train}))
+            tree = merge(tree, extra | {"data": data, "train": train})
+            tree["method"] = resolve_auto(tree["method"], self.method_params or {}, x)
+            config = RunConfig.from_dict(tree)
             # one checkpoint, at the end, into the temporary directory
             train_config = dataclasses.replace(config.train, ckpt_every=config.train.steps)
             config = dataclasses.replace(config, train=train_config)

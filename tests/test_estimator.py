@@ -269,7 +269,11 @@ BAD_PARAMETERS = [
     ("fractional steps", {"steps": 2.5}, "steps must be an instance of int"),
     ("unknown method option", {"method_params": {"nope": 1}}, r"unknown method option\(s\)"),
     ("unknown device", {"device": "tpu"}, "unknown device"),
-    ("latent wider than the table", {"method": "bounds", "method_params": None}, "exceeds"),
+    (
+        "latent wider than the table",
+        {"method": "bounds", "method_params": {"z_dim": 64}},
+        "exceeds",
+    ),
 ]
 
 
