@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ebmlab
+import ebmlab.methods
 from ebmlab import checkpoints
 from ebmlab.defaults import derived_values, local_scale, resolve_auto
 from ebmlab.errors import EbmlabError
@@ -189,3 +190,27 @@ def test_the_report_names_the_values_derived_from_the_data(tmp_path):
     report = (tmp_path / "run/report.md").read_text()
     step = run.config.method_params["step_size"]
     assert f"`step_size` = {step:.4g}" in report and "`init_low` =" in report
+
+
+NO_FLAG_DATA = {
+    "one column": lambda rng: rng.normal(3.0, 1e-3, (120, 1)).astype(np.float32),
+    "three columns": lambda rng: rng.normal(0.0, 1e3, (120, 3)).astype(np.float32),
+    "odd-sized colour images": lambda rng: rng.integers(0, 256, (24, 10, 12, 3), dtype=np.uint8),
+}
+
+
+@pytest.mark.parametrize("data", NO_FLAG_DATA)
+@pytest.mark.parametrize("method", sorted(ebmlab.methods.METHODS))
+def test_every_method_trains_with_no_flags_on_any_width_and_image_size(method, data, tmp_path):
+    x = NO_FLAG_DATA[data](np.random.default_rng(0))
+    quick = {"train": {"sample_every": 0, "device": "cpu"}, "data": {"batch_size": 16}}
+    run = ebmlab.train(
+        method, x, steps=2, out=tmp_path / "r", overrides=quick, evaluate=False, progress=False
+    )
+    params = run.config.method_params
+    assert "auto" not in params.values()
+    if "z_dim" in params and x.ndim == 2:
+        assert params["z_dim"] <= x.shape[1]
+    with torch.no_grad():
+        energies = run.model.energy(x[:8])
+    assert energies.shape == (8,) and torch.isfinite(energies).all()
