@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -108,6 +109,28 @@ def tiny_overrides(method: str) -> dict:
     }
 
 
+TABLE_RUN = "cd on a table"  # cd_tabular: MALA chains whose step is adapted on each process
+
+
+def dump_table_run(dump: Path) -> dict:
+    """cd's weights and adapted step after 4 steps on a 3-column table."""
+    table = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
+    np.save(dump / "table.npy", table)
+    overrides = tiny_overrides("cd")
+    overrides["method"] = {"energy_net": overrides["method"]["energy_net"], "buffer_size": 64}
+    run = ebmlab.train(
+        "cd",
+        dump / "table.npy",
+        steps=4,
+        out=dump / "table",
+        overrides=overrides,
+        evaluate=False,
+        progress=False,
+    )
+    state = {k: p.detach().clone() for k, p in run.method.named_parameters()}
+    return state | {"chain.adapter.log_step": run.method.chain.adapter.log_step.clone()}
+
+
 def dump_methods(dump: Path) -> int:
     weights = {}
     for name in METHODS:
@@ -121,6 +144,7 @@ def dump_methods(dump: Path) -> int:
             progress=False,
         )
         weights[name] = {k: p.detach().clone() for k, p in run.method.named_parameters()}
+    weights[TABLE_RUN] = dump_table_run(dump)
     torch.save(weights, dump / f"rank{distributed.rank()}.pt")
     distributed.shutdown()
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ebmlab import distributed
 from ebmlab.errors import EbmlabError
 from ebmlab.samplers.adapt import DualAveraging
 from ebmlab.samplers.independence import independence_move
@@ -120,6 +121,9 @@ class DataChain(nn.Module):
         return x, info
 
     def adapt(self, info: dict) -> None:
-        """Update the step from a chain's `info` (a no-op for a fixed step)."""
+        """Update the step from a chain's `info` (a no-op for a fixed step). Under torchrun the
+        acceptance is averaged over processes first, so every process keeps the same step, as
+        it keeps the same weights."""
         if self.adapter is not None:
-            self.adapter.update(info["accept_rate"])
+            rate = torch.as_tensor(info["accept_rate"], dtype=torch.float32)
+            self.adapter.update(distributed.average([rate.to(self.adapter.count.device)])[0])
