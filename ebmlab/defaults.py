@@ -7,12 +7,11 @@ config.yaml, so `ebmlab info`, the report and a resume all see them.
 
 The rules, in model units (tables standardised, images in [-1, 1]):
 
-- `step_size`, `x_step_size`, `sample_step_size`: r^2 / 2, with r the median distance of a
-  training point to its `NEIGHBOURS`-th nearest of `SUBSAMPLE` others. A Langevin step moves
-  about sqrt(2 eps) = r, so the first step fits the narrowest scale the data show; MALA's dual
-  averaging (`target_accept`) then adapts it.
-- `sigma` (dsm): r / 2. Denoising score matching learns the data blurred by sigma: below the
-  local scale keeps the blur small, and near it the score stays learnable.
+- `step_size`, `x_step_size`, `sample_step_size`: r^2 / (2 D), with r the median distance of
+  a training point to its `NEIGHBOURS`-th nearest of `SUBSAMPLE` others and D the data's
+  dimension. A Langevin step of eps moves about sqrt(2 eps D) = r, so the first step fits the
+  narrowest scale the data show; MALA's dual averaging (`target_accept`) then adapts it. (In D
+  dimensions r grows like the spread itself, so r^2 / 2 would be D times too large a step.)
 - `z_dim`: min(`z_dim_max`, D), `z_dim_max` from the preset (default 128). A generator's latent
   cannot usefully exceed the data's dimension (bounds' entropy needs z_dim <= D).
 - `init_low`, `init_high`: the training range, widened by `BOX_MARGIN` of its width on each
@@ -40,8 +39,7 @@ BOX_MARGIN = 0.1
 STEP_KEYS = ("step_size", "x_step_size", "sample_step_size")
 #: option -> its rule, as `ebmlab info` prints it
 AUTO_RULES = {
-    ", ".join(STEP_KEYS): "r^2 / 2 (MALA chains then adapt it toward target_accept)",
-    "sigma": "r / 2",
+    ", ".join(STEP_KEYS): "r^2 / (2 D) (MALA chains then adapt it toward target_accept)",
     "z_dim": "min(z_dim_max, D)",
     "init_low, init_high": f"training range widened by {BOX_MARGIN:.0%} of its width per side",
 }
@@ -73,9 +71,8 @@ def derived_values(train: Tensor, z_dim_max: int) -> dict[str, float | int]:
     low, high = float(train.min()), float(train.max())
     margin = BOX_MARGIN * max(high - low, 1e-6)
     dim = math.prod(train.shape[1:])
-    values: dict[str, float | int] = {key: scale**2 / 2 for key in STEP_KEYS}
+    values: dict[str, float | int] = {key: scale**2 / (2 * dim) for key in STEP_KEYS}
     values |= {
-        "sigma": scale / 2,
         "z_dim": max(1, min(z_dim_max, dim)),
         "init_low": low - margin,
         "init_high": high + margin,

@@ -54,7 +54,7 @@ def test_adapted_mala_samples_a_gaussian_at_any_scale_without_a_hand_set_step(sc
     torch.manual_seed(0)
     mean, cov, root, energy = gaussian(scale)
     points = (mean + torch.randn(4000, 2, dtype=torch.float64) @ root.T).float()
-    chain = DataChain("mala", local_scale(points) ** 2 / 2, target_accept=0.6)
+    chain = DataChain("mala", derived_values(points, 2)["step_size"], target_accept=0.6)
     low, high = float(points.min()), float(points.max())
     x = torch.rand(4000, 2) * (high - low) + low  # from a box around the data, as a buffer
     for _ in range(60):  # training-time calls: each adapts the step after its chain
@@ -120,8 +120,8 @@ def test_local_scale_follows_the_data_scale_and_ignores_duplicates():
     assert local_scale(points * 1e3) == pytest.approx(1e3 * local_scale(points), rel=1e-4)
     assert local_scale(torch.cat([points, points])) > 0
     values = derived_values(points, z_dim_max=128)
-    assert values["z_dim"] == 2 and values["sigma"] == pytest.approx(local_scale(points) / 2)
-    assert values["step_size"] == pytest.approx(local_scale(points) ** 2 / 2)
+    assert values["z_dim"] == 2 and "sigma" not in values
+    assert values["step_size"] == pytest.approx(local_scale(points) ** 2 / 4)  # r^2 / (2 D)
     assert values["init_low"] < float(points.min()) and values["init_high"] > float(points.max())
 
 
@@ -129,7 +129,7 @@ def test_auto_values_are_resolved_and_a_users_step_switches_adaptation_off():
     train = torch.randn(500, 3)
     preset = {"step_size": "auto", "target_accept": 0.6, "z_dim": "auto", "z_dim_max": 2}
     resolved = resolve_auto(preset, {}, train)
-    assert resolved["step_size"] == pytest.approx(local_scale(train) ** 2 / 2)
+    assert resolved["step_size"] == pytest.approx(local_scale(train) ** 2 / 6)
     assert resolved["target_accept"] == 0.6 and resolved["z_dim"] == 2
     assert "z_dim_max" not in resolved
     fixed = resolve_auto({**preset, "step_size": 0.002}, {"step_size": 0.002}, train)
