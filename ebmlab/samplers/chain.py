@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ebmlab import distributed
 from ebmlab.errors import EbmlabError
 from ebmlab.samplers.adapt import DualAveraging
-from ebmlab.samplers.independence import independence_move
+from ebmlab.samplers.independence import independence_move, kde_bandwidths
 from ebmlab.samplers.langevin import Energy, Langevin
 from ebmlab.samplers.mala import MALA
 
@@ -108,9 +108,10 @@ class DataChain(nn.Module):
         density (the data batch); `adapt`: update the step from this chain's acceptance."""
         info: dict = {}
         if self.global_moves and reference is not None:
-            rates = []
+            rates, centres = [], reference.detach().to(x.dtype)
+            bandwidths = kde_bandwidths(centres)  # one kernel density for all the moves
             for _ in range(self.global_moves):
-                x, rate = independence_move(energy, x, reference)
+                x, rate = independence_move(energy, x, centres, bandwidths=bandwidths)
                 rates.append(rate)
             info["global_accept_rate"] = sum(rates) / len(rates)
         step_size = self.step_size

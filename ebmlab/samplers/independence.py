@@ -54,11 +54,13 @@ def independence_move(
     x: Tensor,
     centres: Tensor,
     *,
+    bandwidths: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """One independence Metropolis move of every chain; returns (chains, acceptance rate)."""
+    """One independence Metropolis move of every chain; returns (chains, acceptance rate).
+    `bandwidths`: the centres' `kde_bandwidths`, when several moves share one kernel density."""
     x, centres = x.detach(), centres.detach().to(x.dtype)
-    bandwidths = kde_bandwidths(centres)
+    bandwidths = kde_bandwidths(centres) if bandwidths is None else bandwidths
     pick = torch.randint(len(centres), (len(x),), generator=generator, device=x.device)
     xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     scale = bandwidths[pick].view(-1, *([1] * (x.dim() - 1)))
