@@ -58,7 +58,22 @@ def damage_by_a_flipped_byte(path: Path) -> None:
 
 
 def damage_by_garbage(path: Path) -> None:
-    path.write_bytes(os.urandom(path.stat().st_size))
+    path.write_bytes(garbage(path.stat().st_size, seed=0))
+
+
+def garbage(size: int, seed: int, prefix: bytes = b"") -> bytes:
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randint(0, 256, (size,), dtype=torch.uint8, generator=generator)
+    return prefix + bytes(noise.tolist())
+
+
+@pytest.mark.parametrize("prefix", [b"", b"\x80\x02", b"PK\x03\x04"])  # raw, pickle, zip heads
+def test_any_garbage_is_reported_as_a_corrupt_checkpoint(tmp_path, prefix):
+    path = tmp_path / "step_000000001.pt"
+    for seed in range(300):  # whatever the unpickler trips on, the caller sees one error type
+        path.write_bytes(garbage(64 + seed, seed, prefix))
+        with pytest.raises(checkpoints.CorruptCheckpoint):
+            checkpoints.read(path)
 
 
 @pytest.mark.parametrize(
