@@ -70,10 +70,10 @@ def preset_method(name: str, data: str, kind: str, shape, overrides=None):
     """The method built from the preset that `data` (a name of `kind`) picks, and its stem."""
     from types import SimpleNamespace
 
+    import torch
+
     from ebmlab.api import build_method_config, resolve_config
     from ebmlab.config import find_preset
-
-    import torch
 
     # a stand-in training split, from which a preset's `auto` values are derived
     dataset = SimpleNamespace(name=data, kind=kind, train=torch.randn(256, *shape))
@@ -131,3 +131,54 @@ def quick_cd(out, steps: int, resume: bool = False, overrides: dict = TINY_CD):
         evaluate=False,
         progress=False,
     )
+
+
+def applied_gradients(method) -> dict:
+    """{optimiser name: [the gradient each of its parameters is stepped with]}, filled in as
+    the method's optimisers step (after any clipping or transform): what a test compares with
+    the gradient of the paper's loss, restated independently."""
+    import torch
+
+    applied = {}
+    for name, optimizer in method.optimizers.items():
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+
+        def record(*args, _name=name, _params=params, _step=optimizer.step, **kwargs):
+            applied[_name] = [
+                torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in _params
+            ]
+            return _step(*args, **kwargs)
+
+        optimizer.step = record
+    return applied
+
+
+def recorded_calls(obj, name: str) -> list:
+    """Wrap `obj.name` so that each call's (args, result) is appended to the returned list."""
+    calls = []
+    original = getattr(obj, name)
+
+    def record(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((args, result))
+        return result
+
+    setattr(obj, name, record)
+    return calls
+
+
+def gradients(loss, params) -> list:
+    """d loss / d params, zeros for parameters the loss does not reach."""
+    import torch
+
+    params = list(params)
+    found = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(found, params, strict=True)]
+
+
+def assert_gradients_equal(got, expected, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    import torch
+
+    assert len(got) == len(expected)
+    for k, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert torch.allclose(g, e, rtol=rtol, atol=atol), (k, float((g - e).abs().max()))

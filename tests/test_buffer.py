@@ -9,9 +9,11 @@ from ebmlab.samplers import ReplayBuffer
 def test_reinit_share_matches_probability():
     buffer = ReplayBuffer(1000, (2,), reinit_prob=0.2, low=5.0, high=6.0)
     buffer.storage.zero_()  # chains at 0, fresh draws in [5, 6]: tell them apart
-    fresh = sum(int((buffer.sample(500)[0][:, 0] >= 5).sum()) for _ in range(40))
-    share = fresh / 20_000
+    draws = [buffer.sample(500) for _ in range(40)]
+    share = sum(int((x0[:, 0] >= 5).sum()) for x0, _, _ in draws) / 20_000
     assert share == pytest.approx(0.2, abs=4 * (0.2 * 0.8 / 20_000) ** 0.5)
+    for x0, _, fresh in draws:  # the mask names exactly the fresh rows
+        assert torch.equal(fresh, x0[:, 0] >= 5)
 
 
 def test_initial_distribution_is_uniform_on_the_box():
@@ -23,8 +25,8 @@ def test_initial_distribution_is_uniform_on_the_box():
 
 def test_update_writes_back_exactly():
     buffer = ReplayBuffer(50, (1, 4, 4), reinit_prob=0.0)
-    x0, idx = buffer.sample(8)
-    assert torch.equal(x0, buffer.storage[idx])
+    x0, idx, fresh = buffer.sample(8)
+    assert torch.equal(x0, buffer.storage[idx]) and not fresh.any()
     moved = torch.randn_like(x0)
     buffer.update(idx, moved)
     last_write = {int(i): k for k, i in enumerate(idx)}  # a repeated slot keeps the last write

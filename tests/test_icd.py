@@ -1,5 +1,7 @@
 """ICD's own equations: L_opt reaches theta only through the last step, L_ent, the switches."""
 
+import copy
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -8,7 +10,13 @@ from ebmlab.data.augment import Augment
 from ebmlab.errors import EbmlabError
 from ebmlab.methods.icd import ICD
 from ebmlab.samplers import energy_grad, frozen_params
-from tests.helpers import tiny_method
+from tests.helpers import (
+    applied_gradients,
+    assert_gradients_equal,
+    gradients,
+    recorded_calls,
+    tiny_method,
+)
 
 
 def test_l_opt_gradient_flows_only_through_the_sampler_step():
@@ -75,15 +83,123 @@ def test_l_opt_through_all_steps_matches_the_unrolled_chain():
         tiny_method("icd", langevin_steps=2, backprop_steps=3)
 
 
-def test_gradients_of_cd_and_kl_are_logged_and_sum_to_the_applied_gradient():
-    method = tiny_method("icd", grad_clip=None)
-    logs = method.train_step(torch.randn(32, 2), 0)
-    for part in ("cd", "reg", "kl"):
-        assert float(logs[f"grad_norm/{part}"]) > 0
-    parts = [float(logs[f"grad_norm/{p}"]) for p in ("cd", "reg", "kl")]
-    assert float(logs["grad_norm"]) <= sum(parts) + 1e-5  # the triangle inequality
+STEP, ALPHA = 0.05, 0.1
+
+
+def restated_last_step(net, x0: torch.Tensor, steps: int) -> torch.Tensor:
+    """x^-hat of Algorithm 1 without noise: K - 1 stop-gradient steps, then one with its graph."""
+    y = x0
+    for _ in range(steps - 1):
+        y = y - STEP * energy_grad(net, y)[1]
+    return y - STEP * energy_grad(net, y, create_graph=True)[1]
+
+
+@pytest.mark.parametrize("entropy_after", [0, 10**9])  # L_ent in, and not yet in
+def test_the_applied_gradient_is_that_of_eqs_5_to_8_and_the_penalty(entropy_after):
+    """theta's step is the gradient of L_CD + alpha reg + L_opt + 0.3 L_ent, each restated here
+    from the paper: E(x^-) at the detached last step, L_opt's outer energy frozen (Eq. 7), L_ent
+    the nearest distance to the past samples X (Eq. 8); each part's norm is logged."""
+    method = tiny_method(
+        "icd",
+        noise=0.0,
+        step_size=STEP,
+        alpha=ALPHA,
+        grad_clip=None,
+        reinit_prob=0.0,
+        entropy_after=entropy_after,
+    )
+    before = copy.deepcopy(method.energy_net)
+    past = torch.randn(7, 2)
+    method.buffer.past = lambda n: past
+    starts = recorded_calls(method.buffer, "sample")
+    writes = recorded_calls(method.buffer, "update")
+    applied = applied_gradients(method)
+    x = torch.randn(16, 2)
+    logs = method.train_step(x, 0)
+
+    params = list(before.parameters())
+    frozen = {k: v.detach() for k, v in before.named_parameters()}
+    x_hat = restated_last_step(before, starts[0][1][0], method.cfg.langevin_steps)
+    assert torch.allclose(writes[0][0][1], x_hat, atol=1e-6)  # l. 14: x^- goes back to B
+    e_pos, e_neg = before(x), before(x_hat.detach())
+    nearest = torch.cdist(x_hat, past).min(dim=1).values
+    parts = {
+        "cd": e_pos.mean() - e_neg.mean(),
+        "reg": ALPHA * (e_pos.pow(2).mean() + e_neg.pow(2).mean()),
+        "kl": functional_call(before, frozen, (x_hat,)).mean()
+        + 0.3 * (entropy_after == 0) * -torch.log(nearest).mean(),
+    }
+    expected = {name: gradients(part, params) for name, part in parts.items()}
+    total = [sum(g) for g in zip(*expected.values(), strict=True)]
+    assert_gradients_equal(applied["energy"], total)
+    for name, grads in expected.items():
+        norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))
+        assert float(logs[f"grad_norm/{name}"]) == pytest.approx(float(norm), rel=1e-4)
     ablated = tiny_method("icd", use_opt=False, use_ent=False).train_step(torch.randn(32, 2), 0)
     assert "grad_norm/kl" not in ablated
+
+
+def test_chains_start_from_the_buffer_and_are_written_back():
+    """Alg. 1 l. 4 and 14: with no re-initialisation every chain starts where the buffer holds
+    it, and the moved chain goes back to its slot."""
+    method = tiny_method("icd", noise=0.0, step_size=1e-9, reinit_prob=0.0, langevin_steps=1)
+    method.buffer.storage.fill_(0.5)
+    method.train_step(torch.randn(32, 2), 0)
+    written = method.buffer.storage[method.buffer.written]
+    assert len(written) > 0
+    assert torch.allclose(written, torch.full_like(written, 0.5), atol=1e-6)
+
+
+def flip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)  # a deterministic stand-in for D(.)
+
+
+@pytest.mark.parametrize("augment_fresh", [False, True])
+@pytest.mark.parametrize("reinit_prob", [0.0, 1.0])
+def test_buffer_rows_are_augmented_before_the_chain_and_fresh_rows_as_configured(
+    reinit_prob, augment_fresh
+):
+    """l. 6: D(x~^0) on rows read from the buffer; on fresh-noise rows only with augment_fresh
+    (Algorithm 1), not by default (the authors' code)."""
+    method = tiny_method(
+        "icd",
+        shape=(1, 2, 4),
+        noise=0.0,
+        step_size=1e-9,
+        langevin_steps=1,
+        reinit_prob=reinit_prob,
+        augment_fresh=augment_fresh,
+        init_low=-1.0,
+        init_high=1.0,
+    )
+    method.augment = flip
+    starts = recorded_calls(method.buffer, "sample")
+    writes = recorded_calls(method.buffer, "update")
+    method.train_step(torch.rand(8, 1, 2, 4) * 2 - 1, 0)
+    (x0, _, fresh), ((_, x_neg), _) = starts[0][1], writes[0]
+    assert bool(fresh.all()) == (reinit_prob == 1.0)
+    augmented = reinit_prob == 0.0 or augment_fresh
+    assert torch.allclose(x_neg, flip(x0) if augmented else x0, atol=1e-6)
+    assert not torch.allclose(flip(x0), x0)
+
+
+def test_sampling_augments_between_rounds():
+    """Algorithm 2: D(.) before each round of K steps on the chains from U."""
+    method = tiny_method(
+        "icd",
+        shape=(1, 2, 4),
+        noise=0.0,
+        step_size=1e-9,
+        sample_rounds=1,
+        sample_round_steps=1,
+        init_low=-1.0,
+        init_high=1.0,
+    )
+    method.augment = flip
+    starts = recorded_calls(method.buffer, "initial")
+    samples = method.sample(5)
+    x0 = starts[-1][1]
+    assert torch.allclose(samples, flip(x0), atol=1e-6) and not torch.allclose(x0, flip(x0))
 
 
 def test_switches_reduce_the_loss_to_cd_plus_penalty():

@@ -82,17 +82,6 @@ def test_image_shaped_data(name):
     assert samples.min() >= -1 and samples.max() <= 1  # chains are clamped to the pixel box
 
 
-def test_cd_loss_is_igebm_objective():
-    """L = mean E(x+) - mean E(x-) + alpha (mean E(x+)^2 + mean E(x-)^2), x- from the buffer."""
-    method = tiny_method("cd", reinit_prob=0.0)
-    x = gaussian_batch(32)
-    torch.manual_seed(1)
-    logs = method.train_step(x, 0)
-    e_pos, e_neg = logs["e_pos"], logs["e_neg"]
-    assert logs["loss_cd"] == pytest.approx(float(e_pos - e_neg), abs=1e-6)
-    assert float(logs["loss"]) > float(logs["loss_cd"])  # the magnitude penalty is positive
-
-
 def test_cd_writes_negatives_back_to_the_buffer():
     method = tiny_method("cd", buffer_size=32, reinit_prob=0.0)
     before = method.buffer.storage.clone()

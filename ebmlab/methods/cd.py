@@ -43,7 +43,9 @@ from ebmlab.samplers import DataChain, Energy, ReplayBuffer, chain_logs, check_c
 
 @dataclass(frozen=True)
 class Config:
-    """IGEBM defaults; the paper's [0, 1] pixel values are doubled for our [-1, 1] images."""
+    """IGEBM's sampler, x - 10 clip(grad_x E, 0.01) + 0.005 xi on [0, 1] pixels, in our [-1, 1]
+    units y = 2x - 1: grad_y E = grad_x E / 2 and every move doubles, so the step is 4 x 10,
+    the clip 0.01 / 2 and the noise 2 x 0.005 (a clipped move is 0.2 pixels either way)."""
 
     energy_net: dict[str, Any] = field(
         default_factory=lambda: {"kind": "auto", "spectral_norm": True}
@@ -51,9 +53,9 @@ class Config:
     lr: float = 3e-4
     betas: tuple[float, float] = (0.0, 0.999)
     langevin_steps: int = 60  # K
-    step_size: float = 10.0  # lambda
+    step_size: float = 40.0  # lambda (10 on [0, 1] pixels)
     noise: float | None = 0.01  # omega's std (0.005 on [0, 1] data); None: sqrt(2*lambda)
-    langevin_grad_clip: float | None = 0.02  # per-element clip of grad_x E (0.01 on [0, 1])
+    langevin_grad_clip: float | None = 0.005  # per-element clip of grad_x E (0.01 on [0, 1])
     alpha: float = 1.0  # weight of E(x+)^2 + E(x-)^2
     buffer_size: int = 10_000
     reinit_prob: float = 0.05
@@ -111,7 +113,7 @@ class CD(Method):
         return self.energy_net(x)
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
-        x0, idx = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
+        x0, idx, _ = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
         with frozen_params(self.energy_net):  # l. 5-7, the step adapted after the chain
             x_neg, info = self.chain(
                 self.energy_net, x0, self.cfg.langevin_steps, reference=x, adapt=True

@@ -18,6 +18,7 @@ Notation (paper -> code)
 
 Algorithm 1, one call of `train_step`:
     x~^0 ~ B with prob. 1 - reinit_prob, else U;  x~^0 = D(x~^0)           # l. 4-6
+        (the authors' code augments only the rows read from B: `augment_fresh: false`)
     for k = 1..K-1:  x~^k = Omega(x~^{k-1} - lambda grad_x E(x~^{k-1}) + omega)   # l. 7-9
     x^-hat = x~^{K-1} - lambda grad_x E_theta(x~^{K-1}) + omega  (graph kept)     # last step
     x^- = Omega(x^-hat)                                                           # l. 10-11
@@ -35,10 +36,11 @@ differentiates L_opt through that many last steps (App. D.2: all K steps, 3x slo
 The energy-magnitude penalty alpha, the gradient-norm clip, and the entropy weight 0.3 applied
 once the buffer holds `entropy_after` past samples come from the authors' code (methods.md 4.3);
 each is an option. Defaults are the paper's elsewhere (App. B.2 sampler and augmentation, 0.1%
-re-initialisation); the code's augmentation is `augmentation: {}`. `use_opt` / `use_ent` switch
-off the two halves of L_KL and `augment` the transitions, for the paper's Table 2 ablation
-(benchmarks/icd_ablation.py). The EMA of the weights for evaluation (Sec. 3.1: 0.9999) is the
-Trainer's `train.ema_decay`.
+re-initialisation); the code's augmentation is `augmentation: {}`. Rows freshly drawn from U
+are not augmented, as in the authors' code (Algorithm 1 augments them too: `augment_fresh:
+true`). `use_opt` / `use_ent` switch off the two halves of L_KL and `augment` the transitions,
+for the paper's Table 2 ablation (benchmarks/icd_ablation.py). The EMA of the weights for
+evaluation (Sec. 3.1: 0.9999) is the Trainer's `train.ema_decay`.
 
 Sampling a trained model (`sample`), Algorithm 2: from uniform noise, N rounds of
 (augment, K Langevin steps); without augmentation (vectors) the rounds are one chain.
@@ -96,6 +98,7 @@ class Config:
     init_low: float = -1.0  # U, the uniform initial distribution, per coordinate
     init_high: float = 1.0
     augment: bool = True  # D(.) on buffer samples and between sampling rounds (images only)
+    augment_fresh: bool = False  # D(.) on fresh-noise rows too: Alg. 1 l. 6 (the code: no)
     # D(.), App. B.2: SimCLR colour strength 1, flip, resize 0.02-1; `{}` gives the authors'
     # code's recipe instead (crop 0.08-1, hue 0.4: data.augment.Augment's defaults)
     augmentation: dict[str, Any] = field(
@@ -178,9 +181,10 @@ class ICD(Method):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         cfg = self.cfg
-        x0, idx = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
+        x0, idx, fresh = self.buffer.sample(x.shape[0])  # Alg. 1, l. 4
         if self.augment is not None:
-            x0 = self.augment(x0)  # l. 6: D(x~^0)
+            augmented = self.augment(x0)  # l. 6: D(x~^0)
+            x0 = augmented if cfg.augment_fresh else torch.where(_rows(fresh, x0), x0, augmented)
         stop_grad_steps = cfg.langevin_steps - cfg.backprop_steps
         with frozen_params(self.energy_net):  # l. 7-9, stop-grad steps
             x_prev, info = self.chain(self.energy_net, x0, stop_grad_steps, reference=x)
@@ -232,3 +236,8 @@ class ICD(Method):
             every=cfg.sample_round_steps,
         )
         return rounds(energy, x0)[0]  # N rounds of (D, K Langevin steps)
+
+
+def _rows(mask: Tensor, like: Tensor) -> Tensor:
+    """A per-row bool mask shaped to broadcast over `like`'s other dimensions."""
+    return mask.view(-1, *[1] * (like.dim() - 1))

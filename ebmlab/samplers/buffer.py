@@ -1,7 +1,8 @@
 """The replay buffer of persistent chains (IGEBM, ICD, JEM).
 
 A fixed number of slots, pre-filled from the initial distribution. `sample(n)` reads n random
-slots; each returned row is replaced by a fresh initial sample with probability `reinit_prob`.
+slots; each returned row is replaced by a fresh initial sample with probability `reinit_prob`,
+and the mask of those fresh rows is returned with them (ICD's code augments only the others).
 After the sampler has moved them, `update(idx, x)` writes the chains back. `past(n)` reads only
 slots that have been written back, i.e. past outputs of the sampler rather than initial noise
 (ICD's set of past samples). The storage and the written-slot mask are module buffers, so
@@ -64,14 +65,17 @@ class ReplayBuffer(nn.Module):
         uniform = torch.rand(shape, generator=generator, device=device, dtype=dtype)
         return uniform * (self.high - self.low) + self.low
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(x0, idx): n chains from random slots, a `reinit_prob` share of them fresh."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(x0, idx, fresh): n chains from random slots, the rows where `fresh` (a bool mask)
+        is set replaced by initial draws, a `reinit_prob` share of them."""
         device = self.storage.device
         idx = torch.randint(self.capacity, (n,), generator=generator, device=device)
         x0 = self.storage[idx]
         fresh = torch.rand(n, generator=generator, device=device) < self.reinit_prob
         x0[fresh] = self.initial(int(fresh.sum()), generator)
-        return x0, idx
+        return x0, idx, fresh
 
     def update(self, idx: Tensor, x: Tensor) -> None:
         """Write the moved chains back into their slots."""
