@@ -101,27 +101,6 @@ def test_cd_lowers_data_energy_relative_to_negatives():
     assert sum(gaps[-5:]) / 5 < sum(gaps[:5]) / 5 - 0.5
 
 
-def test_dsm_loss_is_smallest_at_the_smoothed_true_score():
-    """Data N(0, I), noise sigma: the optimum is E(x) = |x|^2 / (2 (1 + sigma^2))."""
-    sigma = 0.5
-    x = torch.randn(20000, 2)
-    eps = torch.randn_like(x)
-    x_noisy = x + sigma * eps
-
-    def dsm_loss(var):
-        _, grad_e = energy_grad(lambda v: v.pow(2).sum(1) / (2 * var), x_noisy)
-        return 0.5 * (sigma * -grad_e + eps).pow(2).sum(1).mean()
-
-    def exact(var):  # E over x, eps of the loss above, for D = 2
-        return (1 - sigma**2 / var) ** 2 + sigma**2 / var**2
-
-    for var in (0.5, 1 + sigma**2, 2.0, 4.0):
-        assert float(dsm_loss(var)) == pytest.approx(exact(var), rel=0.02)
-    # the exact loss is smallest at var = 1 + sigma^2, where it is D/2 / (1 + sigma^2)
-    assert exact(1 + sigma**2) == pytest.approx(1 / (1 + sigma**2))
-    assert min(exact(v) for v in (0.5, 1.0, 1.5, 2.0)) > exact(1 + sigma**2)
-
-
 def test_dsm_step_matches_written_loss():
     method = tiny_method("dsm", sigma=0.3)
     x = gaussian_batch(64)

@@ -19,6 +19,9 @@ Algorithm 1 (short-run MCMC learning), one call of `train_step`:
 
 Sampling a trained model (`sample`) is the same K-step chain from fresh noise: the short-run
 chain itself is the generator the paper learns.
+
+Image chains are clamped to the pixel box [-1, 1] after each step (`clamp_chains`), which keeps
+every sample a valid image; the authors' script does not clamp (`clamp_chains: false`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Config:
     init_low: float = -1.0  # x~_0 ~ U[init_low, init_high]^D
     init_high: float = 1.0
     grad_clip: float | None = None  # clip of the parameters' gradient norm
+    clamp_chains: bool = True  # clamp image chains to [-1, 1] (the authors' script: false)
     # the chain on points and tables (ebmlab.samplers.chain): MALA, its step adapted toward
     # target_accept, and global moves from the data batch; the script's Langevin when "langevin"
     sampler: str = "langevin"
@@ -78,7 +82,7 @@ class ShortRun(Method):
             cfg.sampler,
             cfg.step_size,
             noise=cfg.noise,
-            clamp=data_box(self.data_shape),
+            clamp=data_box(self.data_shape) if cfg.clamp_chains else None,
             target_accept=cfg.target_accept,
             global_moves=cfg.global_moves,
         )

@@ -1,0 +1,64 @@
+"""DSM's estimator, checked on a model with a closed form: the DSM class must find the energy of
+the data smoothed by N(0, sigma^2 I), and sample exp(-E) at temperature 1."""
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers import tiny_method
+
+SIGMA, DATA_STD = 0.3, 0.8
+
+
+class Quadratic(nn.Module):
+    """E(x) = a |x|^2 / 2: the energy of N(0, I / a)."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+
+    def forward(self, x):
+        return 0.5 * self.a * x.flatten(1).pow(2).sum(1)
+
+
+def dsm_with_quadratic(a: float):
+    method = tiny_method("dsm", sigma=SIGMA)
+    method.energy_net = Quadratic(a)
+    method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.0)
+    return method
+
+
+def test_the_dsm_loss_is_smallest_at_the_smoothed_datas_energy():
+    """For data N(0, s^2 I) the smoothed density is N(0, (s^2 + sigma^2) I): among quadratic
+    energies the DSM loss is smallest at a = 1 / (s^2 + sigma^2), and its value there is
+    D / 2 x s^2 / (s^2 + sigma^2) (D = 2), both in closed form."""
+    x = DATA_STD * torch.randn(40_000, 2, generator=torch.Generator().manual_seed(0))
+    best = 1 / (DATA_STD**2 + SIGMA**2)
+    grid = torch.linspace(0.6, 1.4, 33) * best
+
+    def loss_at(a):
+        torch.manual_seed(1)  # the same eps for every a: common random numbers
+        return float(dsm_with_quadratic(float(a)).train_step(x, 0)["loss"])
+
+    losses = torch.tensor([loss_at(a) for a in grid])
+    assert float(grid[losses.argmin()]) == pytest.approx(best, rel=0.04)
+    assert float(losses.min()) == pytest.approx(DATA_STD**2 / (DATA_STD**2 + SIGMA**2), rel=0.03)
+
+
+def test_training_moves_the_energy_toward_the_smoothed_data():
+    method = dsm_with_quadratic(0.2)
+    method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.2)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(300):
+        method.train_step(DATA_STD * torch.randn(512, 2, generator=generator), step)
+    assert float(method.energy_net.a.detach()) == pytest.approx(1 / (DATA_STD**2 + SIGMA**2), rel=0.05)
+
+
+def test_samples_follow_exp_minus_e_at_temperature_one():
+    """`sample`: unadjusted Langevin with noise sqrt(2 step) on E: N(0, 1/a) for a quadratic."""
+    method = tiny_method("dsm", sample_steps=1500, sample_step_size=0.01)
+    method.energy_net = Quadratic(4.0)
+    torch.manual_seed(0)
+    samples = method.sample(4000)
+    assert float(samples.mean()) == pytest.approx(0.0, abs=0.03)
+    assert float(samples.var()) == pytest.approx(1 / 4.0, rel=0.06)

@@ -1,0 +1,59 @@
+"""Short-run MCMC's update, restated: the gradient of Eq. 3 at the K-step chain from noise."""
+
+import copy
+
+import pytest
+import torch
+
+from ebmlab.samplers import energy_grad
+from tests.helpers import (
+    applied_gradients,
+    assert_gradients_equal,
+    gradients,
+    recorded_calls,
+    tiny_method,
+)
+
+STEP = 0.2
+
+
+def test_the_applied_gradient_is_eq_3_at_the_restated_chain():
+    """l. 4-7: x~_K from K steps x - s grad E; theta's step is the gradient of
+    mean E(x+) - mean E(sg x~_K), the descent direction of -Delta theta."""
+    method = tiny_method("shortrun", noise=0.0, step_size=STEP, data_noise=0.0, langevin_steps=4)
+    before = copy.deepcopy(method.energy_net)
+    chains = recorded_calls(method.chain, "forward")
+    applied = applied_gradients(method)
+    x = torch.randn(16, 2)
+    method.train_step(x, 0)
+
+    (_, x0, _), (x_returned, _) = chains[0]
+    x_neg = x0
+    for _ in range(4):
+        x_neg = x_neg - STEP * energy_grad(before, x_neg)[1]
+    assert torch.allclose(x_returned, x_neg, atol=1e-6)
+    loss = before(x).mean() - before(x_neg).mean()
+    assert_gradients_equal(applied["energy"], gradients(loss, before.parameters()))
+
+
+@pytest.mark.parametrize("clamp_chains", [True, False])
+def test_image_chains_are_clamped_only_when_asked(clamp_chains):
+    method = tiny_method(
+        "shortrun", shape=(1, 2, 2), noise=0.0, step_size=1.0, clamp_chains=clamp_chains
+    )
+
+    def energy(y):  # pushes every pixel up by 0.5 a step
+        return -0.5 * y.flatten(1).sum(1)
+
+    y = method.chain(energy, torch.zeros(3, 1, 2, 2), 4)[0]
+    assert float(y.max()) == pytest.approx(1.0 if clamp_chains else 2.0)
+
+
+def test_the_data_batch_gets_gaussian_noise_of_data_noise_std():
+    """The authors' code scores x+ + N(0, data_noise^2), not x+ itself."""
+    method = tiny_method("shortrun", data_noise=0.5, langevin_steps=1)
+    calls = recorded_calls(method.energy_net, "forward")
+    method.train_step(torch.zeros(4000, 2), 0)
+    (x_pos,), _ = calls[-2]  # E(x+), then E(x-)
+    assert float(x_pos.mean()) == pytest.approx(0.0, abs=0.03)
+    assert float(x_pos.std()) == pytest.approx(0.5, rel=0.03)
