@@ -1,5 +1,6 @@
 """Bounds: Jacobian tools, the entropy term, the score-mismatch penalty, what each step trains."""
 
+import copy
 import math
 
 import pytest
@@ -8,7 +9,15 @@ from torch import nn
 
 from ebmlab.errors import EbmlabError
 from ebmlab.nets.jacobian import jacobian, jvp, smallest_singular_value, vjp
-from tests.helpers import fixture_image_run, preset_method, tiny_method
+from tests.helpers import (
+    applied_gradients,
+    assert_gradients_equal,
+    fixture_image_run,
+    gradients,
+    preset_method,
+    recorded_calls,
+    tiny_method,
+)
 
 
 def linear(weight, bias=None):
@@ -138,6 +147,43 @@ def test_penalty_vanishes_when_exp_minus_energy_is_the_generators_density(data_d
     assert method.score_mismatch_penalty(z.detach(), b) > 0.1
 
 
+class Parabola(nn.Module):
+    """G(z) = (z, z^2), a curved generator: J_z = (1, 2z), h(z) = log(1 + 4z^2) / 2."""
+
+    def forward(self, z):
+        return torch.cat([z, z.pow(2)], dim=1)
+
+
+class ParabolaEnergy(nn.Module):
+    """E(x) = x_1^2 / 2 + log(1 + 4 x_1^2) / 2: on the parabola, -log p_g(G(z)) + const."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        first = x[:, 0]
+        return self.scale * (0.5 * first.pow(2) + 0.5 * torch.log1p(4 * first.pow(2)))
+
+
+@pytest.mark.parametrize("entropy", ["logdet", "svd"])
+def test_log_density_gradient_and_penalty_of_a_curved_generator(entropy):
+    """b = grad_z log p_g(G(z)) = -z - grad_z h(z) = -z - 4z / (1 + 4z^2) for the parabola, and
+    the penalty vanishes at the energy that is -log p_g on it (a linear G has grad h = 0, so only
+    a curved one checks the sign of grad h)."""
+    method = bounds((2,), z_dim=1, entropy=entropy)
+    method.generator, method.energy_net = Parabola(), ParabolaEnergy()
+    z = torch.linspace(-2, 2, 41).view(-1, 1).requires_grad_()
+    b = method.log_density_gradient(z, method.entropy_term(z))
+    zd = z.detach()
+    torch.testing.assert_close(b, -zd - 4 * zd / (1 + 4 * zd.pow(2)))
+    assert not b.requires_grad
+    assert method.score_mismatch_penalty(zd, b) < 1e-10
+    with torch.no_grad():
+        method.energy_net.scale.fill_(2.0)
+    assert method.score_mismatch_penalty(zd, b) > 0.1
+
+
 def test_penalty_is_eq_20_and_reaches_only_the_energy():
     """P = mean_i (a_i . J v_i + b_i . v_i)^2 / z_dim, recomputed by hand; its gradient
     reaches the energy's parameters and not the generator's."""
@@ -223,6 +269,39 @@ def test_generator_loss_is_the_negative_lower_bound():
         expected = method.energy(method.generator(z)).mean() - 0.5 * entropy.mean()
     logs = method._generator_step(z.detach(), entropy)
     torch.testing.assert_close(logs["loss_generator"], expected)
+
+
+def test_applied_gradients_are_those_of_the_two_bounds():
+    """A whole `train_step`, restated: the energy steps with the gradient of
+    mean E(x) - mean E(G(z)) + w mean |grad_x E(x)|^2 (the zero-centred penalty, deterministic),
+    the generator with that of mean E(G(z)) - lambda_H mean h(z), both at the step's z."""
+    method = tiny_method(
+        "bounds",
+        (2,),
+        upper_bound="zero_centred",
+        penalty_weight=0.3,
+        entropy="logdet",
+        entropy_weight=0.5,
+    )
+    energy, generator = copy.deepcopy(method.energy_net), copy.deepcopy(method.generator)
+    draws = recorded_calls(method, "prior")
+    applied = applied_gradients(method)
+    x = torch.randn(32, 2)
+    method.train_step(x, 0)
+
+    z = draws[0][1].detach().requires_grad_()
+    x_data = x.clone().requires_grad_()
+    (grad_x,) = torch.autograd.grad(energy(x_data).sum(), x_data, create_graph=True)
+    energy_loss = (
+        energy(x).mean() - energy(generator(z).detach()).mean() + 0.3 * grad_x.pow(2).sum(1).mean()
+    )
+    assert_gradients_equal(applied["energy"], gradients(energy_loss, energy.parameters()))
+    jac = torch.func.vmap(torch.func.jacrev(lambda one: generator(one[None])[0]))(z)
+    h = 0.5 * torch.linalg.slogdet(jac.transpose(1, 2) @ jac).logabsdet  # J: (n, D, d)
+    updated_energy = method.energy_net  # the generator steps after the energy (1:1)
+    generator_loss = updated_energy(generator(z)).mean() - 0.5 * h.mean()
+    expected = gradients(generator_loss, generator.parameters())
+    assert_gradients_equal(applied["generator"], expected, atol=1e-3)  # slogdet of a tight J
 
 
 def test_gate_keeps_only_penalties_above_the_threshold():
