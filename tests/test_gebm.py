@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
-from tests.helpers import tiny_method
+from tests.helpers import preset_method, tiny_method
 
 
 class QuadraticEnergy(nn.Module):
@@ -359,3 +359,40 @@ def test_sample_from_a_composed_energy_targets_the_product_reweighting():
     mean = torch.tensor([1.0 / 1.0, 2.0 / 0.25]) / precision
     assert torch.allclose(x.mean(0), mean, atol=0.05)
     assert torch.allclose(x.var(0), torch.full((2,), 1 / precision), atol=0.02)
+
+
+# ---------------------------------------------------------------- the authors' guards and sampler
+
+
+def test_gradient_penalty_is_the_squared_gradient_norm_at_interpolates():
+    """GP = mean |grad_x E(x_hat)|^2 at x_hat = a x + (1 - a) x_B (methods.md 5.3: the squared
+    norm, not WGAN's (|grad| - 1)^2): |a|^2 for a linear energy, |x_hat|^2 for |x|^2 / 2."""
+    method = with_fixed_parts(gebm(gradient_penalty=1.0), energy=LinearEnergy([0.3, -0.4]))
+    x, x_base = torch.randn(64, 2), torch.randn(64, 2)
+    assert float(method._gradient_penalty(x, x_base)) == pytest.approx(0.25, rel=1e-6)
+    method = with_fixed_parts(gebm(gradient_penalty=1.0), energy=QuadraticEnergy([0.0, 0.0], 1.0))
+    torch.manual_seed(3)
+    penalty = method._gradient_penalty(x, x_base)
+    torch.manual_seed(3)
+    a = torch.rand(64, 1)
+    expected = (a * x + (1 - a) * x_base).pow(2).sum(1).mean()
+    assert float(penalty) == pytest.approx(float(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize(("data", "shape"), [("digits", (1, 8, 8)), ("cifar10", (3, 32, 32))])
+def test_image_presets_take_the_authors_latent_step(data, shape):
+    """Their ULA z - gamma/2 grad U + sqrt(gamma) xi at gamma = 1e-4: on U = |z|^2 / 2 one step
+    shrinks z by 1 - gamma/2 and adds noise of std sqrt(gamma) = 0.01."""
+    method, _ = preset_method("gebm", data, "image", shape)
+    (_, step), *_ = method._segments("ula", False)
+    sampler = method._latent_sampler("ula", 1, step)
+    z0 = torch.ones(20_000, 4)
+    torch.manual_seed(0)
+    moves = sampler(lambda z: 0.5 * z.pow(2).sum(1), z0)[0] - z0
+    assert float(moves.mean()) == pytest.approx(-1e-4 / 2, abs=4e-4)
+    assert float(moves.std()) == pytest.approx(1e-2, rel=0.02)
+
+
+def test_cifar10_preset_uses_the_authors_self_normalised_base_loss():
+    method, stem = preset_method("gebm", "cifar10", "image", (3, 32, 32))
+    assert stem == "gebm_cifar10" and method.cfg.base_loss == "snis"
