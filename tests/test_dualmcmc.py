@@ -1,11 +1,21 @@
 """Dual-MCMC teaching: the z-posterior, what each update trains, the step order, inpainting."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
-from tests.helpers import fixture_image_run, preset_method, tiny_method
+from tests.helpers import (
+    applied_gradients,
+    assert_gradients_equal,
+    fixture_image_run,
+    gradients,
+    preset_method,
+    recorded_calls,
+    tiny_method,
+)
 
 
 def dual(shape=(2,), **extra):
@@ -62,14 +72,15 @@ def test_each_update_trains_only_its_own_model():
     method = dual()
     x = torch.randn(32, 2)
     z = method.prior(32)
-    x_tilde = method.revise_x(method._generate(z))
+    x_hat = method.generator(z)
+    x_tilde = method.revise_x(x_hat)
     z_tilde = method.revise_z(torch.randn(32, 2), x)
     nets = {"energy": method.energy_net, "generator": method.generator, "inference": method.encoder}
     before = {name: snapshot(net) for name, net in nets.items()}
     method._learn_energy(x, x_tilde)
     assert [moved(net, before[n]) for n, net in nets.items()] == [True, False, False]
     before = {name: snapshot(net) for name, net in nets.items()}
-    method._teach(x, z, x_tilde, z_tilde)
+    method._teach(x, z, x_hat, x_tilde, z_tilde)
     assert [moved(net, before[n]) for n, net in nets.items()] == [False, True, True]
     assert all(p.requires_grad for p in method.parameters())
 
@@ -90,10 +101,69 @@ def test_teaching_losses_are_eqs_3_and_4():
         gen_s = (x_tilde - method.generator(z)).pow(2).sum(1).mean() / 0.5
         mu, log_var = method.encoder(x)
         inf = (0.5 * (log_var + (z_tilde - mu).pow(2) / log_var.exp())).sum(1).mean()
-    logs = method._teach(x, z, x_tilde, z_tilde)
+    logs = method._teach(x, z, method.generator(z), x_tilde, z_tilde)
     torch.testing.assert_close(logs["generator_data"], gen)
     torch.testing.assert_close(logs["generator_sample"], gen_s)
     torch.testing.assert_close(logs["inference_data"], inf)
+
+
+@pytest.mark.parametrize("order", ["supplement", "code"])
+def test_the_applied_gradients_are_those_of_eqs_2_to_4(order):
+    """A whole `train_step`, restated: alpha steps with the gradient of mean E(x) - mean
+    E(x_tilde) (Eq. 2), theta with that of |x - g(z_tilde)|^2 / 2s^2 + w_s |x_tilde - g(z)|^2 / 2s^2
+    (Eq. 3), phi with that of -log q(z_tilde | x) - w_q log q(z | x_tilde) (Eq. 4), each at the
+    chains that ran (in the code's order the EBM sees the negatives regenerated after teaching)."""
+    sigma, w_s, w_q = 0.5, 2.0, 0.5
+    method = dual(
+        order=order,
+        sigma=sigma,
+        sampling_weight=w_s,
+        inference_sample_weight=w_q,
+        weight_decay=0.0,
+    )
+    energy, generator, encoder = (
+        copy.deepcopy(net) for net in (method.energy_net, method.generator, method.encoder)
+    )
+    draws = recorded_calls(method, "prior")
+    x_chains = recorded_calls(method, "revise_x")
+    z_chains = recorded_calls(method, "revise_z")
+    applied = applied_gradients(method)
+    x = torch.randn(16, 2)
+    method.train_step(x, 0)
+
+    z, x_tilde, z_tilde = draws[0][1], x_chains[0][1], z_chains[0][1]
+    negatives = x_chains[-1][1]  # the code's order regenerates them after teaching
+    assert len(x_chains) == (2 if order == "code" else 1)
+    e_loss = energy(x).mean() - energy(negatives).mean()
+    assert_gradients_equal(applied["energy"], gradients(e_loss, energy.parameters()))
+    g_loss = (x - generator(z_tilde)).pow(2).sum(1).mean() / (2 * sigma**2) + w_s * (
+        x_tilde - generator(z)
+    ).pow(2).sum(1).mean() / (2 * sigma**2)
+    assert_gradients_equal(applied["generator"], gradients(g_loss, generator.parameters()))
+
+    def nll(z_, x_):
+        mu, log_var = encoder(x_)
+        return (0.5 * (log_var + (z_ - mu).pow(2) / log_var.exp())).sum(1).mean()
+
+    q_loss = nll(z_tilde, x) + w_q * nll(z, x_tilde)
+    assert_gradients_equal(applied["inference"], gradients(q_loss, encoder.parameters()))
+
+
+def test_the_x_chain_starts_from_the_generator_draw_that_eq_3_fits():
+    """One forward of g per step, in training mode: with BatchNorm in g, the chain's start is the
+    batch-statistics g(z) whose residual |x_tilde - g(z)|^2 the generator is taught with (not an
+    eval-mode draw with running statistics)."""
+    method = dual(generator={"kind": "mlp", "hidden": 32, "depth": 2, "batch_norm": True})
+    generator = copy.deepcopy(method.generator)
+    draws = recorded_calls(method, "prior")
+    x_chains = recorded_calls(method, "revise_x")
+    logs = method.train_step(torch.randn(16, 2), 0)
+    (x_start,), x_tilde = x_chains[0]
+    with torch.no_grad():
+        x_hat = generator(draws[0][1])  # training mode, batch statistics
+    torch.testing.assert_close(x_start, x_hat)
+    expected = (x_tilde - x_hat).pow(2).sum(1).mean() / (2 * method.cfg.sigma**2)
+    torch.testing.assert_close(logs["generator_sample"], expected)
 
 
 @pytest.mark.parametrize(("order", "energy_chains"), [("supplement", 1), ("code", 2)])

@@ -20,10 +20,12 @@ Notation (paper -> code)
 
 Algorithm 1 of the supplement (one `train_step`; parameters frozen while chains run)
     z ~ N(0, I);  x_hat = g(z);  x_tilde = T^x(x_hat)                       # MCMC sampling
+        (one forward of g in training mode: the chain starts from the x_hat that Eq. 3's
+        (x_tilde, z) term fits, as in the authors' code, BatchNorm statistics included)
     z_hat ~ q(z|x);  z_tilde = T^z(z_hat; x)                               # MCMC inference
     alpha <- Adam on  mean E(x) - mean E(x_tilde)                           # Eq. 2
     theta <- Adam on  mean |x - g(z_tilde)|^2 / (2 sigma^2)
-                    + w_s mean |x_tilde - g(z)|^2 / (2 sigma^2)             # Eq. 3 (w_s = 1)
+                    + w_s mean |x_tilde - x_hat|^2 / (2 sigma^2)            # Eq. 3 (w_s = 1)
     phi   <- Adam on  mean -log q(z_tilde|x) + w_q mean -log q(z|x_tilde)   # Eq. 4 (w_q = 1)
 
 The authors' code departs from it (methods.md §2.3), each a named option: `order: code` updates
@@ -129,9 +131,9 @@ class DualMCMC(Method):
 
         return potential
 
-    def generator_nll(self, x: Tensor, z: Tensor) -> Tensor:
-        """mean -log p_theta(x | z) up to a constant: |x - g(z)|^2 / (2 sigma^2)."""
-        return (x - self.generator(z)).flatten(1).pow(2).sum(1).mean() / (2 * self.cfg.sigma**2)
+    def generator_nll(self, x: Tensor, x_mean: Tensor) -> Tensor:
+        """mean -log p_theta(x | z) up to a constant, x_mean = g(z): |x - g(z)|^2 / (2 sigma^2)."""
+        return (x - x_mean).flatten(1).pow(2).sum(1).mean() / (2 * self.cfg.sigma**2)
 
     def inference_nll(self, z: Tensor, x: Tensor) -> Tensor:
         """mean -log q_phi(z | x) up to a constant."""
@@ -165,16 +167,18 @@ class DualMCMC(Method):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         z = self.prior(x.shape[0])
-        x_tilde = self.revise_x(self._generate(z))  # MCMC sampling
+        x_hat = self.generator(z)  # the one forward: the chain's start and Eq. 3's mean
+        x_tilde = self.revise_x(x_hat)  # MCMC sampling
         with torch.no_grad():
             z_hat = reparameterise(*self.encoder(x))
         z_tilde = self.revise_z(z_hat, x)  # MCMC inference
         if self.cfg.order == "code":
-            logs = self._teach(x, z, x_tilde, z_tilde)
-            x_tilde = self.revise_x(self._generate(z))  # negatives from the updated generator
+            logs = self._teach(x, z, x_hat, x_tilde, z_tilde)
+            with torch.no_grad():  # negatives from the updated generator, the same z
+                x_tilde = self.revise_x(self.generator(z))
             return detached(**self._learn_energy(x, x_tilde), **logs)
         logs = self._learn_energy(x, x_tilde)
-        return detached(**logs, **self._teach(x, z, x_tilde, z_tilde))
+        return detached(**logs, **self._teach(x, z, x_hat, x_tilde, z_tilde))
 
     @torch.no_grad()
     def _generate(self, z: Tensor) -> Tensor:
@@ -189,10 +193,14 @@ class DualMCMC(Method):
         self.update("energy", gap / temperature if self.cfg.temper_energy_loss else gap)
         return {"loss": gap, "e_data": e_data.mean(), "e_sample": e_sample.mean()}
 
-    def _teach(self, x: Tensor, z: Tensor, x_tilde: Tensor, z_tilde: Tensor) -> dict[str, Tensor]:
-        """theta by Eq. 3 on (x, z_tilde) and (x_tilde, z); phi by Eq. 4 on the same pairs."""
+    def _teach(
+        self, x: Tensor, z: Tensor, x_hat: Tensor, x_tilde: Tensor, z_tilde: Tensor
+    ) -> dict[str, Tensor]:
+        """theta by Eq. 3 on (x, z_tilde) and (x_tilde, z), x_hat = g(z) with its graph; phi by
+        Eq. 4 on the same pairs."""
         cfg = self.cfg
-        gen_data, gen_sample = self.generator_nll(x, z_tilde), self.generator_nll(x_tilde, z)
+        gen_data = self.generator_nll(x, self.generator(z_tilde))
+        gen_sample = self.generator_nll(x_tilde, x_hat)
         self.update("generator", gen_data + cfg.sampling_weight * gen_sample)
         inf_data, inf_sample = self.inference_nll(z_tilde, x), self.inference_nll(z, x_tilde)
         self.update("inference", inf_data + cfg.inference_sample_weight * inf_sample)
