@@ -42,6 +42,9 @@ class DataConfig:
         check_at_least(**{"data.seed": (self.seed, 0)})  # numpy's generators take no negatives
 
 
+LR_SCHEDULES = ("constant", "exponential")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The loop around `train_step`: length, logging, EMA, checkpoints, device."""
@@ -61,9 +64,18 @@ class TrainConfig:
     keep_checkpoints: int = 3  # the newest k checkpoints are kept; a corrupted one falls back
     energy_bound: float | None = 1e6  # a logged mean energy (e_*) past +-bound is a divergence
     divergence_lr_factor: float = 0.5  # on a first divergence: roll back, lr times this
+    # "exponential": every optimiser's lr times lr_decay after each epoch (one pass over the
+    # training split), as Dual-MCMC's and BiDVL's code (0.998); "constant": never
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.998
 
     def __post_init__(self):
-        check_choices(**{"train.amp": (self.amp, ("none", "bf16"))})
+        check_choices(
+            **{
+                "train.amp": (self.amp, ("none", "bf16")),
+                "train.lr_schedule": (self.lr_schedule, LR_SCHEDULES),
+            }
+        )
         check_positive(
             **{
                 "train.steps": self.steps,
@@ -73,6 +85,7 @@ class TrainConfig:
                 "train.max_seconds": self.max_seconds,
                 "train.energy_bound": self.energy_bound,
                 "train.divergence_lr_factor": self.divergence_lr_factor,
+                "train.lr_decay": self.lr_decay,
             }
         )
         check_at_least(

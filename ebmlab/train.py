@@ -18,6 +18,9 @@ SIGINT or SIGTERM ends the step in flight, writes a checkpoint and raises `Train
 A non-finite log or a mean energy past `train.energy_bound` is a divergence: the run rolls back
 to its newest checkpoint (one is written at step 0), multiplies every learning rate by
 `train.divergence_lr_factor`, notes it in `train.log` and goes on; a second divergence stops it.
+
+`train.lr_schedule: exponential` multiplies every optimiser's learning rate by `train.lr_decay`
+after each epoch (torch's ExponentialLR, one scheduler per optimiser, saved in checkpoints).
 """
 
 from __future__ import annotations
@@ -154,11 +157,19 @@ class Trainer:
         self.divergences = 0  # rollbacks so far (one is allowed)
         self.log: MetricsLog | None = None
         self._tick = (0.0, 0)  # (clock, step) of the last logged row, for it_per_s
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.cfg.lr_decay)
+            for name, optimizer in method.optimizers.items()
+            if self.cfg.lr_schedule == "exponential"
+        }
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_data) // self.batch_size
 
     def batch(self, step: int) -> Tensor:
         """The batch of iteration `step`: a seeded permutation per epoch, no state to save."""
-        per_epoch = len(self.train_data) // self.batch_size
-        epoch, position = divmod(step, per_epoch)
+        epoch, position = divmod(step, self.steps_per_epoch)
         if self._epoch_perm is None or self._epoch_perm[0] != epoch:
             generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
             perm = torch.randperm(len(self.train_data), generator=generator)
@@ -199,6 +210,7 @@ class Trainer:
             "data_kind": self.dataset.kind,
             "method": self.method.state_dict(),
             "optimizers": self.method.optimizer_state(),
+            "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
             "ema": {name: ema.state_dict() for name, ema in self.emas.items()},
             "scaler": self.dataset.scaler.state_dict(),
             "rng": rng_state(),
@@ -250,6 +262,10 @@ class Trainer:
             method_state, rng = method_state | own["buffers"], own["rng"]
         self.method.load_state_dict(method_state)
         self.method.load_optimizer_state(payload["optimizers"])
+        saved_schedules = payload.get("schedulers", {})  # none before the run had a schedule
+        for name, scheduler in self.schedulers.items():
+            if name in saved_schedules:
+                scheduler.load_state_dict(saved_schedules[name])
         for name, ema in self.emas.items():
             ema.load_state_dict(payload["ema"][name])
         set_rng_state(rng)
@@ -301,6 +317,9 @@ class Trainer:
                 for name, ema in self.emas.items():
                     ema.update(getattr(self.method, name))
                 step += 1
+                if step % self.steps_per_epoch == 0:
+                    for scheduler in self.schedulers.values():
+                        scheduler.step()
                 bar.update(1)
                 last = step == self.cfg.steps or self._out_of_time(wall_start)
                 if step % self.cfg.log_every == 0 or last:

@@ -156,3 +156,39 @@ def test_time_budget_stops_early_and_spans_a_resume(tmp_path, monkeypatch):
     quick(tmp_path / "run", 1000, resume=True, overrides=more)
     rows = ebmlab.api.read_history(run.path)
     assert first_stop < rows[-1]["step"] < 1000 and 30.0 <= rows[-1]["wall_s"] < 40.0
+
+
+SCHEDULED = TINY_CD | {"train": TINY_CD["train"] | {"lr_schedule": "exponential", "lr_decay": 0.5}}
+
+
+def test_an_exponential_schedule_decays_every_lr_once_per_epoch_and_resumes_exactly(tmp_path):
+    """2,000 points in batches of 64: 31 steps an epoch. After 70 steps (2 epochs) every lr is
+    lr_0 x 0.5^2; a run stopped mid-epoch and resumed ends with the same lr and weights."""
+    quick(tmp_path / "whole", 70, overrides=SCHEDULED)
+    quick(tmp_path / "split", 40, overrides=SCHEDULED)
+    quick(tmp_path / "split", 70, resume=True, overrides=SCHEDULED)
+    whole, split = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "split")
+    quick(tmp_path / "constant", 70)
+    constant = checkpoint(tmp_path / "constant")
+    (group,) = constant["optimizers"]["energy"]["param_groups"]
+    lr_0 = group["lr"]  # the preset's, never decayed
+    assert constant["schedulers"] == {}
+    for payload in (whole, split):
+        (group,) = payload["optimizers"]["energy"]["param_groups"]
+        assert group["lr"] == pytest.approx(lr_0 * 0.25)
+        assert payload["schedulers"]["energy"]["last_epoch"] == 2
+    for key, value in whole["method"].items():
+        assert torch.equal(value, split["method"][key]), key
+
+
+@pytest.mark.parametrize("method", ["dualmcmc", "bidvl"])
+@pytest.mark.parametrize("data", ["digits", "cifar10"])
+def test_dual_mcmc_and_bidvl_image_presets_decay_as_the_authors_code(method, data):
+    from types import SimpleNamespace
+
+    from ebmlab.api import resolve_config
+
+    shape = (1, 8, 8) if data == "digits" else (3, 32, 32)
+    dataset = SimpleNamespace(name=data, kind="image", train=torch.randn(64, *shape))
+    train = resolve_config(method, dataset, data, None, {}).train
+    assert (train.lr_schedule, train.lr_decay) == ("exponential", 0.998)

@@ -43,6 +43,9 @@ The variants of the opposite terms (Sec. 5.4, Table 6; cfg.opposite_terms):
                   stable stand-in for maximising the cycle KL there)
     "none"        no cycle term in either level ("w/o" in Table 6)
 
+The authors' code multiplies every learning rate by 0.998 after each epoch: the Trainer's
+`train.lr_schedule: exponential` (on in the image presets).
+
 Sampling (`sample`): v = G(h), h ~ p(h), one generator pass; with cfg.sample_langevin_steps > 0,
 that many Langevin steps on the energy refine it (clamped to [-1, 1] for images).
 `encode(x)` is the posterior mean, `decode(z)` the generator, `reconstruct(x)` both.

@@ -32,7 +32,8 @@ The authors' code departs from it (methods.md §2.3), each a named option: `orde
 theta, then phi, then alpha on negatives regenerated from the updated generator with the same
 z; `sampling_weight` 50 and `inference_sample_weight` 0.1 weight the teaching terms; their
 x-chain is tempered (noise 0.001 for a step of 0.125: `x_noise`), and `temper_energy_loss`
-divides the EBM loss by the chain's temperature T = noise^2 / (2 step); weight decay on G and q.
+divides the EBM loss by the chain's temperature T = noise^2 / (2 step); weight decay on G and q;
+every learning rate x 0.998 per epoch (`train.lr_schedule: exponential`, on in the image presets).
 
 Sampling (`sample`): x_hat = g(z), then `sample_steps` Langevin steps on E (the paper's Fig. 2).
 `encode` (posterior mean of q), `decode` (g), and `inpaint(x, mask)`: the supplement's three
