@@ -3,7 +3,8 @@
     python benchmarks/dualmcmc_inpaint.py RUN [--n 500] [--seed 0] [--figure PNG]
 
 For each of the supplement's masks (M20, M30, M40 centre squares scaled from 64 px to the
-image's side, R20, R30, R40 random pixels; see `ebmlab.tasks.inpaint`) the first n test images
+image's side, R20, R30, R40 random blocks hiding that share of the pixels; see
+`ebmlab.tasks.inpaint`) the first n test images
 are recovered by (i) the inference model then the generator, (ii) + Langevin on the generator's
 posterior of the observed pixels, (iii) + Langevin on the EBM with the observed pixels clamped,
 and scored by PSNR / SSIM on the whole image in [0, 1]. `--figure` draws, per mask, a test

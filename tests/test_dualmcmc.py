@@ -254,8 +254,29 @@ def test_standard_masks_hide_the_supplements_fractions():
         1600 / 4096
     )
     for k in (20, 30, 40):
-        assert hidden[f"R{k}"] == pytest.approx(k / 100, abs=0.01)
+        assert hidden[f"R{k}"] == pytest.approx(k / 100, abs=1 / 4096)
     assert standard_masks(2, 28)["M30"].shape == (2, 1, 28, 28)
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_random_masks_are_blocks_covering_exactly_their_fraction(size):
+    """R20/R30/R40: several blocks (side 8 px on 64, scaled) per image, not single pixels; each
+    image hides round(k% of its pixels), in its own places, the same for a seed."""
+    from scipy import ndimage
+
+    from ebmlab.tasks import standard_masks
+
+    masks = standard_masks(20, size, seed=3)
+    side = round(size * 8 / 64)
+    for k in (20, 30, 40):
+        mask = masks[f"R{k}"][:, 0]
+        hidden = (mask == 0).flatten(1).sum(1)
+        assert hidden.tolist() == [round(k / 100 * size * size)] * 20
+        for image in mask:
+            _, regions = ndimage.label((image == 0).numpy())
+            assert 2 <= regions <= hidden[0] / (side * side / 2)  # blocks, a few of them
+        assert not torch.equal(mask[0], mask[1])
+    assert torch.equal(standard_masks(20, size, seed=3)["R30"], masks["R30"])
 
 
 def test_inpainting_scores_are_per_stage_psnr_and_ssim_on_the_whole_image():
