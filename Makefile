@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench results clean
+.PHONY: demo test test-fast lint bench results mutants mutants-report mutants-survivors clean
 
 # torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
 # `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
@@ -42,5 +42,22 @@ results: $(VENV)/.installed
 	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
 	$(VENV)/bin/ebmlab bench --suite standard --resume --publish docs/results.md
 
+# Mutation testing (docs/testing.md), never part of `make test`: every target in tools/mutants.toml
+# against its own fast tests, one thread, niced; hours in all, and it resumes where it stopped.
+# `make mutants FILE=ebmlab/methods/dsm.py` runs one target (FILE takes several, space-separated).
+$(VENV)/.mutation: $(VENV)/.dev
+	$(PIP) install -e ".[mutation]"
+	touch $@
+
+mutants: $(VENV)/.mutation
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(PY) tools/mutants.py run $(FILE)
+
+mutants-report: $(VENV)/.mutation
+	@$(PY) tools/mutants.py report $(FILE)
+
+# each surviving mutant: file:line, operator and diff
+mutants-survivors: $(VENV)/.mutation
+	@$(PY) tools/mutants.py survivors $(FILE)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mutants
