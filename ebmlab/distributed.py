@@ -74,7 +74,11 @@ def init_from_env() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group. Every process waits for the others first: a gloo process whose
+    peer has already torn the group down can abort on its way out ("terminate called without
+    an active exception", seen in CI)."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
