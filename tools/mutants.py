@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -44,6 +45,7 @@ import os
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -56,6 +58,7 @@ except ImportError:  # Python 3.10; cosmic-ray depends on `toml`
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS_FILE = ROOT / "tools" / "mutants.toml"
+FORK_SERVER = ROOT / "tools" / "pytest_forkserver.py"
 WORK = ROOT / ".mutants"
 # what the copy holds: the package, the tests, and the pytest configuration
 TREE_PATHS = ["ebmlab", "tests", "pyproject.toml"]
@@ -226,6 +229,51 @@ def git_commit() -> str:
     return head + ("+uncommitted" if dirty else "")
 
 
+def source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def forget_survivors(session: Path) -> int:
+    """Drop the results of the surviving mutants, so that `cosmic-ray exec` tests them again;
+    the killed keep theirs. Valid while the tests only gained: a test that was weakened or
+    removed could let a mutant that it killed survive, which only a full run shows."""
+    ids = [item.job_id for item, kind, _ in session_items(session) if kind == "survived"]
+    with sqlite3.connect(session) as db:
+        db.executemany("DELETE FROM work_results WHERE job_id = ?", [(i,) for i in ids])
+    return len(ids)
+
+
+@contextlib.contextmanager
+def fork_server(sock: Path, tree: Path):
+    """A pytest fork server (tools/pytest_forkserver.py) for the target's tree, and the map from
+    a `python -m pytest ARGS` command to the same run forked from it: torch and the other
+    heavy imports are paid once per target instead of once per mutant."""
+    sock.unlink(missing_ok=True)
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    tree.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, str(FORK_SERVER), "serve", str(sock)],
+        cwd=tree,
+        env=test_env(tree),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        while not sock.exists():
+            if server.poll() is not None:
+                raise SystemExit(f"the pytest fork server exited with {server.returncode}")
+            time.sleep(0.1)
+
+        def forked(command: list[str]) -> list[str]:
+            pytest_args = command[3:]  # after [python, -m, pytest]
+            return [sys.executable, str(FORK_SERVER), "run", str(sock), "--", *pytest_args]
+
+        yield forked
+    finally:
+        server.kill()
+        server.wait()
+        sock.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # results
 
@@ -282,7 +330,14 @@ def score(tally: dict[str, int]) -> float | None:
 # commands
 
 
-def run_target(target: str, spec: dict, defaults: dict, restart: bool) -> str:
+def run_target(target: str, spec: dict, defaults: dict, restart: bool, recheck: bool) -> str:
+    where = WORK / slug(target)
+    snapshot(where / "tree")  # first: the fork server starts in the fresh copy
+    with fork_server(where / "pytest.sock", where / "tree") as forked:
+        return _run_target(target, spec, defaults, restart, recheck, forked)
+
+
+def _run_target(target, spec, defaults, restart, recheck, forked) -> str:
     where = WORK / slug(target)
     tree, config, session, state_file = (
         where / "tree",
@@ -292,15 +347,21 @@ def run_target(target: str, spec: dict, defaults: dict, restart: bool) -> str:
     )
     where.mkdir(parents=True, exist_ok=True)
     command = test_command(defaults, spec)
-    snapshot(tree)
     mark = fingerprint(tree, target, spec, command, defaults)  # of the copy the mutants run on
+    source = source_hash(tree / target)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     resume = not restart and session.exists() and state.get("fingerprint") == mark
-    if state and not resume and not restart:
+    if recheck and not resume:
+        if not (session.exists() and state.get("source") == source):
+            print(f"{target}: --recheck needs a session of this very source; run it in full")
+            return "no session to recheck"
+        print(f"{target}: the tests changed; re-testing the survivors, keeping the killed")
+    elif state and not resume and not restart:
         print(f"{target}: the file or its tests changed since the last session; starting again")
     print(f"{target}: unmutated tests: {shlex.join(command[1:])}", flush=True)
     start = time.monotonic()
-    base = subprocess.run(command, cwd=tree, env=test_env(tree), capture_output=True, text=True)
+    env = test_env(tree)
+    base = subprocess.run(forked(command), cwd=tree, env=env, capture_output=True, text=True)
     took = time.monotonic() - start
     if base.returncode != 0:
         tail = "\n".join((base.stdout + base.stderr).splitlines()[-20:])
@@ -308,15 +369,25 @@ def run_target(target: str, spec: dict, defaults: dict, restart: bool) -> str:
         return "baseline failed"
     print(f"{target}: unmutated tests pass in {took:.1f} s", flush=True)
 
-    if not resume:
-        timeout = spec.get("timeout") or defaults["timeout_factor"] * took + defaults["timeout_pad"]
-        write_config(config, target, command, timeout, defaults["exclude_operators"])
+    timeout = spec.get("timeout") or defaults["timeout_factor"] * took + defaults["timeout_pad"]
+    if recheck and not resume:
+        write_config(config, target, forked(command), timeout, defaults["exclude_operators"])
+        again = forget_survivors(session)
+        state |= {
+            "fingerprint": mark,
+            "rechecked": state.get("rechecked", []) + [{"commit": git_commit(), "mutants": again}],
+        }
+        state.pop("finished", None)
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+    elif not resume:
+        write_config(config, target, forked(command), timeout, defaults["exclude_operators"])
         session.unlink(missing_ok=True)
         cosmic(["cosmic_ray.cli", "init", str(config), str(session)], tree)
         cosmic(["cosmic_ray.tools.filters.operators_filter", str(session), str(config)], tree)
         skip_annotation_mutants(session, (tree / target).read_text())
         state = {
             "fingerprint": mark,
+            "source": source,
             "target": target,
             "tests": spec["tests"],
             "command": shlex.join(command[1:]),
@@ -440,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="mutate and test (resumable)")
     run.add_argument("files", nargs="*")
     run.add_argument("--restart", action="store_true", help="drop the sessions and start again")
+    run.add_argument(
+        "--recheck",
+        action="store_true",
+        help="after tests were added: re-test only the survivors of a session of the same source",
+    )
     report = sub.add_parser("report", help="the score table")
     report.add_argument("files", nargs="*")
     report.add_argument("--markdown", action="store_true", help="docs/testing.md's rows")
@@ -457,7 +533,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = select(targets, args.files)
     if args.command == "run":
-        outcomes = {t: run_target(t, targets[t], defaults, args.restart) for t in chosen}
+        outcomes = {
+            t: run_target(t, targets[t], defaults, args.restart, args.recheck) for t in chosen
+        }
         print()
         print_table(chosen)
         failed = {t: o for t, o in outcomes.items() if o != "done"}
