@@ -61,3 +61,27 @@ def test_past_reads_only_written_slots():
     clone = ReplayBuffer(100, (2,))
     clone.load_state_dict(buffer.state_dict())  # the written mask travels with checkpoints
     assert torch.equal(clone.written, buffer.written) and int(clone.written.sum()) == 2
+
+
+def test_defaults_are_igebms_box_and_five_percent_reinitialisation():
+    """Without options: chains start uniform on [-1, 1] (images' model units) and 5% of the
+    rows read are fresh draws, IGEBM's rate."""
+    buffer = ReplayBuffer(20_000, (1,))
+    x = buffer.storage
+    assert float(x.min()) == pytest.approx(-1.0, abs=1e-3)
+    assert float(x.max()) == pytest.approx(1.0, abs=1e-3)
+    assert float(x.mean()) == pytest.approx(0.0, abs=0.02)
+    buffer.storage.fill_(5.0)  # fresh rows are the ones inside [-1, 1]
+    fresh = torch.cat([buffer.sample(1000)[2] for _ in range(20)])
+    assert float(fresh.float().mean()) == pytest.approx(0.05, abs=4 * (0.05 * 0.95 / 20_000) ** 0.5)
+
+
+def test_sample_reads_every_slot_and_nothing_else():
+    """Slots are drawn uniformly over the whole capacity (64 slots, 2 columns: an index over
+    the columns instead would read two slots)."""
+    buffer = ReplayBuffer(64, (2,), reinit_prob=0.0)
+    assert buffer.capacity == 64
+    buffer.storage.copy_(torch.arange(64.0).repeat_interleave(2).view(64, 2))
+    read = torch.cat([buffer.sample(256)[1] for _ in range(20)])
+    counts = torch.bincount(read, minlength=64)
+    assert len(counts) == 64 and int(counts.min()) > 40  # about 80 reads each
