@@ -263,3 +263,64 @@ def test_cifar10_preset_builds_the_papers_multiscale_resnet_and_trains(tmp_path)
     assert all(isinstance(sub, ResNetEnergy) and sub.pool == "mean" for sub in net.nets)
     logs = method.train_step(data.train[:4], 0)
     assert torch.isfinite(logs["loss"]) and float(logs["grad_norm/kl"]) > 0
+
+
+class HalfSquare(torch.nn.Module):
+    """E(x) = a |x|^2 / 2, the energy of N(0, I / a), with a a parameter."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(a))
+
+    def forward(self, x):
+        return 0.5 * self.a * x.pow(2).sum(1)
+
+
+def test_on_mala_chains_the_last_step_is_exact_for_exp_minus_e():
+    """At a step as large as the variance, one MALA last step keeps N(0, 1/a) (within 3%),
+    where an unadjusted Langevin step doubles the variance: (1 - tau a)^2 / a + 2 tau."""
+    a, n = 4.0, 40_000
+    method = tiny_method("icd", sampler="mala", target_accept=0.6, step_size=1 / a)
+    method.energy_net = HalfSquare(a)
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(1)) / a**0.5
+    x_kl = method._last_steps(x)
+    assert float(x_kl.detach().var()) == pytest.approx(1 / a, rel=0.03)
+    assert 0.2 < float((x_kl != x).any(1).float().mean()) < 0.95  # both kinds of rows
+    unadjusted = tiny_method("icd", noise=None, step_size=1 / a)
+    unadjusted.energy_net = HalfSquare(a)
+    assert float(unadjusted._last_steps(x).detach().var()) == pytest.approx(2 / a, rel=0.03)
+
+
+def test_on_mala_chains_l_opt_reaches_theta_through_the_accepted_proposals():
+    """x^-hat is the MALA proposal with its graph where accepted and the state where not, so
+    L_opt's gradient is that of the mean over chains of E_sg(proposal) on accepted rows
+    (rejected rows carry no theta), with grad_x E_theta in the proposal."""
+    tau = 0.25
+    method = tiny_method("icd", sampler="mala", target_accept=0.6, step_size=tau)
+    method.energy_net = HalfSquare(4.0)
+    net, params = method.energy_net, list(method.energy_net.parameters())
+    x = torch.randn(64, 2) / 2
+    torch.manual_seed(5)
+    x_kl = method._last_steps(x.clone())
+    with frozen_params(net):
+        loss_opt = net(x_kl).mean()
+    got = gradients(loss_opt, params)
+
+    torch.manual_seed(5)  # the same xi and uniform draws, restated
+    xi = torch.randn(64, 2)
+    _, grad = energy_grad(net, x.clone(), create_graph=True)
+    proposal = x - tau * grad + (2 * tau) ** 0.5 * xi
+    e, g = energy_grad(net, x)
+    e_new, g_new = energy_grad(net, proposal.detach())
+
+    def log_q(to, frm, grad_from):  # the proposal density, up to a constant
+        return -(to - frm + tau * grad_from).pow(2).sum(1) / (4 * tau)
+
+    log_ratio = e - e_new + log_q(x, proposal.detach(), g_new) - log_q(proposal.detach(), x, g)
+    keep = torch.log(torch.rand(64)) < log_ratio
+    assert 0 < int(keep.sum()) < 64
+    assert torch.allclose(x_kl, torch.where(keep[:, None], proposal, x), atol=1e-6)
+    frozen = {k: v.detach() for k, v in net.named_parameters()}
+    energies = functional_call(net, frozen, (proposal,))
+    expected = gradients(torch.where(keep, energies, energies.detach()).mean(), params)
+    assert_gradients_equal(got, expected)
