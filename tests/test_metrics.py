@@ -173,9 +173,52 @@ def test_grid_cells_without_data_mass_add_nothing():
         return torch.where(inside, -math.log(4.0), -math.inf)
 
     metrics = grid_density_metrics(lambda x: torch.zeros(len(x)), uniform_square, (-2.0, 2.0))
-    # q is uniform on the 4 x 4 box: KL = log(16 / 4)
+    # q is uniform on the 4 x 4 box: KL = log(16 / 4), NLL = log 16, H(p) = log 4
     assert metrics["kl"] == pytest.approx(math.log(4.0), abs=1e-9)
-    assert math.isfinite(metrics["data_entropy"])
+    assert metrics["nll"] == pytest.approx(math.log(16.0), abs=1e-9)
+    assert metrics["data_entropy"] == pytest.approx(math.log(4.0), abs=1e-9)
+
+
+def test_grid_cells_are_centred_in_the_box():
+    """Cell centres low + (i + 1/2) h: on [0, 1] with 2 cells, Z of exp(-x) is the midpoint
+    sum (e^-1/4 + e^-3/4) / 2, and density_grid's coordinates are the centres."""
+    log_z = grid_density_metrics(lambda x: x[:, 0], None, ((0.0, 1.0),), resolution=2)["log_z"]
+    assert log_z == pytest.approx(math.log((math.exp(-0.25) + math.exp(-0.75)) / 2), abs=1e-12)
+    xs, ys, _ = density_grid(lambda x: x[:, 0], ((0.0, 1.0), (-2.0, 2.0)), resolution=4)
+    assert np.allclose(xs, [0.125, 0.375, 0.625, 0.875]) and np.allclose(ys, [-1.5, -0.5, 0.5, 1.5])
+
+
+def test_default_grids_are_4000_cells_in_1d_400_squared_in_2d_and_200_squared_to_draw():
+    seen = []
+
+    def counting(x):
+        seen.append(len(x))
+        return x[:, 0] * 0
+
+    grid_density_metrics(counting, None, ((0.0, 1.0),))
+    assert sum(seen) == 4000
+    seen.clear()
+    grid_density_metrics(counting, None, (0.0, 1.0))
+    assert sum(seen) == 400**2
+    assert density_grid(counting, (0.0, 1.0))[2].shape == (200, 200)
+
+
+@pytest.mark.parametrize("box", [((0.0, 1.0),), ((0.0, 1.0),) * 3])
+def test_density_grid_draws_only_2d_functions(box):
+    with pytest.raises(EbmlabError, match="2D"):
+        density_grid(lambda x: x[:, 0], box)
+
+
+@pytest.mark.parametrize("side", [(0.0,), (0.0, 1.0, 2.0)])
+def test_each_side_of_a_box_is_low_and_high(side):
+    with pytest.raises(EbmlabError, match=r"\(low, high\)"):
+        grid_density_metrics(lambda x: x[:, 0], None, (side,))
+
+
+def test_a_grid_needs_two_cells_per_side():
+    with pytest.raises(EbmlabError, match="at least 2"):
+        grid_density_metrics(lambda x: x[:, 0], None, ((0.0, 1.0),), resolution=1)
+    assert math.isfinite(grid_density_metrics(lambda x: x[:, 0], None, ((0.0, 1.0),), 2)["log_z"])
 
 
 def test_density_grid_rows_are_y():
