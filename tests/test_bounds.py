@@ -60,6 +60,24 @@ def test_products_match_the_full_jacobian_of_a_network():
     torch.testing.assert_close(vjp(net, z, u), (u.unsqueeze(1) @ full).squeeze(1))
 
 
+def test_products_of_an_image_generator_are_flattened_per_sample():
+    """G: R^3 -> (1, 2, 2) images: G(z) and J v come back as (B, 4), u J as (B, 3)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Unflatten(1, (1, 2, 2)))
+    z, v = torch.randn(5, 3), torch.randn(5, 3)
+    out, tangent = jvp(net, z, v)
+    assert out.shape == tangent.shape == (5, 4)
+    torch.testing.assert_close(out, net(z).flatten(1))
+    assert vjp(net, z, torch.randn(5, 4)).shape == (5, 3)
+
+
+def test_smallest_singular_value_of_a_one_dimensional_latent_is_the_columns_norm():
+    """d = 1: no iteration; s_1 = |J v| at the unit vector v = +-1, the norm of J's column."""
+    weight = torch.tensor([[3.0], [4.0]])
+    z = torch.randn(7, 1)
+    torch.testing.assert_close(smallest_singular_value(linear(weight), z, 2), torch.full((7,), 5.0))
+
+
 @pytest.mark.parametrize(("d", "iters", "rtol"), [(2, 1, 1e-5), (8, 30, 1e-4)])
 def test_smallest_singular_value_of_a_random_linear_generator(d, iters, rtol):
     """Rayleigh-Ritz reaches s_1(W): exactly in one step for d = 2 (the basis spans R^2), to

@@ -38,7 +38,7 @@ def jacobian(generator: Generator, z: Tensor) -> Tensor:
 def smallest_singular_value(
     generator: Generator,
     z: Tensor,
-    iters: int = 2,
+    iters: int,
     rng: torch.Generator | None = None,
 ) -> Tensor:
     """s_1(J_z) per sample (B,), by a Rayleigh-Ritz iteration on J^T J (LOBPCG with block 1).
