@@ -90,6 +90,55 @@ def test_hmc_matches_moments_and_acceptance_falls_with_step():
     assert mala_rates[0] > mala_rates[1] > mala_rates[2]
 
 
+def half_square(x):
+    return 0.5 * x.pow(2).sum(1)
+
+
+def restated_leapfrog(x, p, eps, steps, mass):
+    """The leapfrog map on E = x^2 / 2: half kick, drift, half kick, `steps` times."""
+    for _ in range(steps):
+        p = p - 0.5 * eps * x
+        x = x + eps * p / mass
+        p = p - 0.5 * eps * x
+    return x, p
+
+
+@pytest.mark.parametrize(
+    ("hmc", "steps", "mass"), [(HMC(1, 0.3), 10, 1.0), (HMC(1, 0.3, 4, 3.0), 4, 3.0)]
+)
+def test_leapfrog_is_half_kick_drift_half_kick_with_the_mass(hmc, steps, mass):
+    """Against the map restated on E = x^2 / 2; the defaults are 10 steps and mass 1."""
+    x, p = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+    x_new, p_new, e_new, grad_new = hmc._leapfrog(half_square, x, p, x.clone())
+    x_ref, p_ref = restated_leapfrog(x, p, 0.3, steps, mass)
+    torch.testing.assert_close(x_new, x_ref)
+    torch.testing.assert_close(p_new, p_ref)
+    torch.testing.assert_close(e_new, half_square(x_ref))
+    torch.testing.assert_close(grad_new, x_ref)
+
+
+def test_hmc_is_exact_with_any_mass_at_a_step_where_the_correction_matters():
+    """N(0, 1) in 1D at eps = 3 with mass 4 (momentum N(0, 4), an effective step of 1.5): the
+    leapfrog alone is far off (an energy error of order 1), the Metropolis test on
+    H = E + |p|^2 / (2 m) makes it exact; the mean acceptance is a share, between 0 and 1."""
+    torch.manual_seed(0)
+    x, info = HMC(steps=300, step_size=3.0, leapfrog_steps=3, mass=4.0)(
+        half_square, torch.randn(6000, 1) * 3
+    )
+    assert float(x.mean()) == pytest.approx(0.0, abs=0.05)
+    assert float(x.var()) == pytest.approx(1.0, rel=0.06)
+    assert 0.2 < info["accept_rate"] < 0.95
+
+
+def test_hmc_acceptance_is_the_mean_over_transitions():
+    """A tiny step accepts every move (rate 1, one transition or many); no transition, rate 0."""
+    x0 = torch.randn(50, 2)
+    assert HMC(1, 1e-4, 2)(half_square, x0)[1]["accept_rate"] == pytest.approx(1.0)
+    assert HMC(7, 1e-4, 2)(half_square, x0)[1]["accept_rate"] == pytest.approx(1.0)
+    x, info = HMC(0, 0.1)(half_square, x0)
+    assert torch.equal(x, x0) and info["accept_rate"] == 0.0
+
+
 def test_temperature_of_step_plus_small_noise():
     assert Langevin(10, step_size=10.0, noise=0.005).temperature == pytest.approx(0.005**2 / 20)
 
