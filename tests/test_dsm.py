@@ -51,7 +51,9 @@ def test_training_moves_the_energy_toward_the_smoothed_data():
     generator = torch.Generator().manual_seed(0)
     for step in range(300):
         method.train_step(DATA_STD * torch.randn(512, 2, generator=generator), step)
-    assert float(method.energy_net.a.detach()) == pytest.approx(1 / (DATA_STD**2 + SIGMA**2), rel=0.05)
+    assert float(method.energy_net.a.detach()) == pytest.approx(
+        1 / (DATA_STD**2 + SIGMA**2), rel=0.05
+    )
 
 
 def test_samples_follow_exp_minus_e_at_temperature_one():

@@ -161,6 +161,26 @@ def test_transition_opens_each_block_of_steps():
 
     Langevin(12, 0.01, transition=transition, every=4)(gaussian_energy, torch.zeros(3, 2))
     assert len(calls) == 3  # before steps 0, 4 and 8
+    calls.clear()
+    Langevin(5, 0.01, transition=transition, every=4)(gaussian_energy, torch.zeros(3, 2))
+    assert len(calls) == 2  # before steps 0 and 4
+    calls.clear()
+    Langevin(1, 0.01, transition=transition, every=4)(gaussian_energy, torch.zeros(3, 2))
+    assert len(calls) == 1  # before step 0, the first
+    calls.clear()
+    Langevin(4, 0.01, transition=transition)(gaussian_energy, torch.zeros(3, 2))
+    assert calls == []  # every = 0 by default: never
+
+
+def test_the_clip_bounds_moves_of_either_sign_and_grad_norm_is_the_last_steps_mean():
+    """IGEBM's per-element clip in [-c, c]; info's grad_norm is mean_i |grad_x E(x_i)| at the
+    last step's start."""
+    x0 = torch.tensor([[3.0, -3.0], [-2.0, 2e-6]])  # the last one unclipped: 2000 x = 0.004
+    steep = lambda x: 1000 * x.pow(2).sum(1)  # noqa: E731
+    x, info = Langevin(1, step_size=1.0, noise=0.0, grad_clip=0.01)(steep, x0)
+    torch.testing.assert_close(x, x0 - torch.tensor([[0.01, -0.01], [-0.01, 0.004]]))
+    expected = (2000 * x0).norm(dim=1).mean()
+    torch.testing.assert_close(info["grad_norm"], expected)
 
 
 def test_langevin_step_with_create_graph_reaches_parameters_only_through_the_step():
@@ -189,6 +209,41 @@ def test_frozen_params_restores_flags_after_an_exception():
         assert not net.weight.requires_grad
         raise RuntimeError("inside")
     assert net.weight.requires_grad and not net.bias.requires_grad
+
+
+def test_energy_grad_detaches_by_default_and_keeps_the_callers_tensor():
+    """Without create_graph: energies and gradient carry no graph even where the energy has
+    trainable parameters, and the caller's x is not switched to requires_grad; with it, both
+    keep their graph."""
+    net = nn.Linear(2, 1)
+    x = torch.randn(4, 2)
+    energies, grad = energy_grad(lambda y: net(y).squeeze(-1) + y.pow(2).sum(1), x)
+    assert not (energies.requires_grad or grad.requires_grad or x.requires_grad)
+    torch.testing.assert_close(grad, net.weight.detach().expand(4, 2) + 2 * x)
+    energies, grad = energy_grad(
+        lambda y: net(y).squeeze(-1) * y.pow(2).sum(1), x, create_graph=True
+    )
+    assert energies.requires_grad and grad.requires_grad
+
+
+def test_the_compiled_branch_takes_the_same_step_as_the_eager_one(monkeypatch):
+    """compile=True with the compiler replaced by the identity: `_pure_update` with the noise
+    drawn outside it gives the eager chains (float rounding apart), clipped or not."""
+    from ebmlab.samplers import langevin
+
+    monkeypatch.setattr(langevin, "_compiled_update", lambda: langevin._pure_update)
+    net = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))
+    energy = lambda x: net(x).squeeze(-1) + 0.5 * x.pow(2).sum(1)  # noqa: E731
+    start = torch.randn(32, 2)
+    for clip in (None, 0.05):
+        chains = [
+            Langevin(6, 0.05, noise=0.3, grad_clip=clip, compile=compiled)(
+                energy, start, generator=torch.Generator().manual_seed(4)
+            )[0]
+            for compiled in (False, True)
+        ]
+        torch.testing.assert_close(chains[1], chains[0], atol=1e-6, rtol=1e-6)
+        assert not torch.equal(chains[0], start)
 
 
 def test_energy_grad_matches_the_analytic_gradient_under_no_grad():
