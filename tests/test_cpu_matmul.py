@@ -12,6 +12,7 @@ from ebmlab.samplers import Langevin, frozen_params
 from ebmlab.samplers.cpu_matmul import (
     MIN_MULTIPLY_ADDS,
     OneDnnMatmuls,
+    compile_options,
     onednn_addmm,
     onednn_can_replace_mkl,
 )
@@ -42,34 +43,56 @@ def test_the_op_computes_mm_and_addmm(layout):
     )
 
 
-def products(a, b, bias, small):
+THRESHOLD = 2**23  # multiply-adds: measured, see cpu_matmul.MIN_MULTIPLY_ADDS
+
+
+def products(a, b, bias, wide):
+    """a: (THRESHOLD / 2048, 32) and b: (32, 64), so a @ b is exactly at the threshold."""
+    below, above = a[1:], torch.cat([a, a])
     return (
-        torch.mm(a, b),  # rewritten
+        torch.mm(a, b),  # rewritten: at the threshold
+        torch.mm(above, b),  # rewritten: above it
         torch.addmm(bias, a, b),  # rewritten
+        torch.mm(below, b),  # kept: one row under the threshold
+        torch.mm(a, wide),  # rewritten: the count is rows x inner x columns of b
         torch.addmm(bias, a, b, alpha=2.0),  # kept: oneDNN's inner product has no alpha
-        torch.mm(small, small),  # kept: under MIN_MULTIPLY_ADDS
+        torch.addmm(bias, a, b, alpha=0.5),  # kept
+        torch.addmm(bias, a, b, beta=2.0),  # kept: nor a beta
+        torch.addmm(bias.expand(len(a), -1), a, b),  # kept: a 2-D bias
+        torch.addmm(bias[0], a, b),  # kept: a 0-D bias
         torch.mm(a.double(), b.double()),  # kept: float64
     )
 
 
 def test_the_pass_rewrites_large_float32_products_and_keeps_the_rest():
-    rows = MIN_MULTIPLY_ADDS // (32 * 32)  # exactly the threshold
     inputs = (
-        torch.randn(rows, 32),
-        torch.randn(32, 32),
-        torch.randn(32),
-        torch.randn(8, 8),
+        torch.randn(THRESHOLD // (32 * 64), 32),
+        torch.randn(32, 64),
+        torch.randn(64),
+        torch.randn(32, 128),
     )
+    assert MIN_MULTIPLY_ADDS == THRESHOLD
     expected = products(*inputs)
     traced = make_fx(products, tracing_mode="fake")(*inputs)
     OneDnnMatmuls()(traced.graph)
     traced.recompile()
     targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
-    assert targets.count(torch.ops.ebmlab.onednn_addmm.default) == 2
+    assert targets.count(torch.ops.ebmlab.onednn_addmm.default) == 4
     assert targets.count(torch.ops.aten.mm.default) == 2
-    assert targets.count(torch.ops.aten.addmm.default) == 1
+    assert targets.count(torch.ops.aten.addmm.default) == 5
     for got, want in zip(traced(*inputs), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_op_traces_with_its_output_shape_and_compile_takes_the_pass():
+    """Fake tensors (how inductor traces) see (rows of a, columns of b); on this build the
+    compile options carry the pass."""
+    traced = make_fx(lambda a, b: onednn_addmm(None, a, b), tracing_mode="fake")(
+        torch.randn(5, 3), torch.randn(3, 7)
+    )
+    (op,) = [n for n in traced.graph.nodes if n.op == "call_function"]
+    assert tuple(op.meta["val"].shape) == (5, 7)
+    assert isinstance(compile_options()["post_grad_custom_post_pass"], OneDnnMatmuls)
 
 
 @pytest.mark.slow

@@ -72,10 +72,8 @@ def _worth_rewriting(node: fx.Node) -> bool:
     operands = _operands(node) if node.op == "call_function" else None
     out = node.meta.get("val")
     if operands is None or out.device.type != "cpu" or out.dtype != torch.float32:
-        return False
+        return False  # mm and addmm take operands of their output's dtype
     _, a, b = operands
-    if any(t is not None and t.meta["val"].dtype != torch.float32 for t in operands):
-        return False
     rows, inner = a.meta["val"].shape
     return rows * inner * b.meta["val"].shape[1] >= MIN_MULTIPLY_ADDS
 
