@@ -41,6 +41,31 @@ def test_dual_averaging_finds_the_step_of_the_target_acceptance():
     assert float(adapter.averaged_step_size) == pytest.approx(-math.log(0.6), rel=0.05)
 
 
+def test_dual_averaging_is_hoffman_and_gelmans_recursion():
+    """Eps_0 = 0.2, target 0.65, Stan's gamma 0.05, t0 10, kappa 0.75, mu = log(10 eps_0):
+    the iterate, its average and H_bar after each of a fixed sequence of acceptance rates,
+    against the recursion restated (Hoffman & Gelman 2014, Sec. 3.2.1)."""
+    rates = [0.9, 0.2, 0.5, 0.7, 0.95, 0.1, 0.65, 0.4]
+    adapter = DualAveraging(step_size=0.2, target_accept=0.65)
+    mu, h_bar, log_eps_bar = math.log(10 * 0.2), 0.0, math.log(0.2)
+    for t, rate in enumerate(rates, start=1):
+        adapter.update(rate)
+        h_bar = (1 - 1 / (t + 10)) * h_bar + (0.65 - rate) / (t + 10)
+        log_eps = mu - math.sqrt(t) / 0.05 * h_bar
+        log_eps_bar = t**-0.75 * log_eps + (1 - t**-0.75) * log_eps_bar
+        assert float(adapter.h_avg) == pytest.approx(h_bar, rel=1e-12, abs=1e-15)
+        assert float(adapter.log_step) == pytest.approx(log_eps, rel=1e-12)
+        assert float(adapter.log_step_avg) == pytest.approx(log_eps_bar, rel=1e-12)
+        assert float(adapter.count) == t
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, -0.5, 1.5])
+def test_a_target_acceptance_outside_zero_one_is_refused(target):
+    with pytest.raises(ValueError, match="target_accept"):
+        DualAveraging(step_size=0.1, target_accept=target)
+    assert DualAveraging(step_size=0.1, target_accept=0.999).target == 0.999
+
+
 def test_dual_averaging_lowers_the_step_when_acceptance_is_below_target():
     lowered, raised = (DualAveraging(step_size=1.0, target_accept=0.6) for _ in range(2))
     for _ in range(20):
