@@ -42,12 +42,12 @@ def test_dual_averaging_finds_the_step_of_the_target_acceptance():
 
 
 def test_dual_averaging_is_hoffman_and_gelmans_recursion():
-    """Eps_0 = 0.2, target 0.65, Stan's gamma 0.05, t0 10, kappa 0.75, mu = log(10 eps_0):
+    """Eps_0 = 0.02, target 0.65, Stan's gamma 0.05, t0 10, kappa 0.75, mu = log(10 eps_0):
     the iterate, its average and H_bar after each of a fixed sequence of acceptance rates,
     against the recursion restated (Hoffman & Gelman 2014, Sec. 3.2.1)."""
     rates = [0.9, 0.2, 0.5, 0.7, 0.95, 0.1, 0.65, 0.4]
-    adapter = DualAveraging(step_size=0.2, target_accept=0.65)
-    mu, h_bar, log_eps_bar = math.log(10 * 0.2), 0.0, math.log(0.2)
+    adapter = DualAveraging(step_size=0.02, target_accept=0.65)
+    mu, h_bar, log_eps_bar = math.log(10 * 0.02), 0.0, math.log(0.02)
     for t, rate in enumerate(rates, start=1):
         adapter.update(rate)
         h_bar = (1 - 1 / (t + 10)) * h_bar + (0.65 - rate) / (t + 10)
