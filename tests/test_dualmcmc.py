@@ -73,7 +73,7 @@ def test_each_update_trains_only_its_own_model():
     x = torch.randn(32, 2)
     z = method.prior(32)
     x_hat = method.generator(z)
-    x_tilde = method.revise_x(x_hat)
+    x_tilde, _ = method.revise_x(x_hat)
     z_tilde = method.revise_z(torch.randn(32, 2), x)
     nets = {"energy": method.energy_net, "generator": method.generator, "inference": method.encoder}
     before = {name: snapshot(net) for name, net in nets.items()}
@@ -131,8 +131,8 @@ def test_the_applied_gradients_are_those_of_eqs_2_to_4(order):
     x = torch.randn(16, 2)
     method.train_step(x, 0)
 
-    z, x_tilde, z_tilde = draws[0][1], x_chains[0][1], z_chains[0][1]
-    negatives = x_chains[-1][1]  # the code's order regenerates them after teaching
+    z, x_tilde, z_tilde = draws[0][1], x_chains[0][1][0], z_chains[0][1]
+    negatives = x_chains[-1][1][0]  # the code's order regenerates them after teaching
     assert len(x_chains) == (2 if order == "code" else 1)
     e_loss = energy(x).mean() - energy(negatives).mean()
     assert_gradients_equal(applied["energy"], gradients(e_loss, energy.parameters()))
@@ -158,7 +158,7 @@ def test_the_x_chain_starts_from_the_generator_draw_that_eq_3_fits():
     draws = recorded_calls(method, "prior")
     x_chains = recorded_calls(method, "revise_x")
     logs = method.train_step(torch.randn(16, 2), 0)
-    (x_start,), x_tilde = x_chains[0]
+    (x_start,), (x_tilde, _) = x_chains[0]
     with torch.no_grad():
         x_hat = generator(draws[0][1])  # training mode, batch statistics
     torch.testing.assert_close(x_start, x_hat)
@@ -171,7 +171,7 @@ def test_code_order_regenerates_the_negatives_after_teaching(order, energy_chain
     method = dual(order=order)
     calls = []
     revise_x = method.revise_x
-    method.revise_x = lambda x: calls.append("x") or revise_x(x)
+    method.revise_x = lambda x, **kw: calls.append("x") or revise_x(x, **kw)
     logs = method.train_step(torch.randn(16, 2), 0)
     assert calls.count("x") == energy_chains and torch.isfinite(logs["loss"])
 
@@ -289,3 +289,47 @@ def test_inpainting_scores_are_per_stage_psnr_and_ssim_on_the_whole_image():
     table = inpainting_scores(perfect, x, standard_masks(4, 16))
     assert table["M20"]["exact"]["psnr"] == float("inf") and table["R40"]["exact"]["ssim"] == 1
     assert table["M40"]["blank"]["psnr"] < table["M20"]["blank"]["psnr"] < 100
+
+
+class HalfSquare(nn.Module):
+    """E(x) = a |x|^2 / 2: the energy of N(0, I / a)."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a))
+
+    def forward(self, x):
+        return 0.5 * self.a * x.pow(2).sum(1)
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "mala"])
+def test_on_tables_the_x_chain_reaches_the_energys_modes_wherever_the_generator_is(sampler):
+    """T^x from generator draws that cover one side only, N(0.5, 0.1^2), on E = 8 |x|^2 / 2
+    with 20 steps of 1e-4: the paper's Langevin barely moves them; the tabular chain (MALA
+    with 5 moves from the data batch's kernel density, step adapted) ends in N(0, 1/8), and
+    logs its step and rates."""
+    a, n = 8.0, 4000
+    options = {"x_steps": 20, "x_step_size": 1e-4}
+    if sampler == "mala":
+        options |= {"x_sampler": "mala", "x_target_accept": 0.6, "x_global_moves": 5}
+    method = dual((1,), z_dim=1, **options)
+    method.energy_net = HalfSquare(a)
+    data = torch.randn(n, 1) / a**0.5
+    start = 0.5 + 0.1 * torch.randn(n, 1)
+    x_tilde, info = method.revise_x(start, reference=data, adapt=True)
+    if sampler == "langevin":
+        assert float(x_tilde.mean()) > 0.45
+        return
+    assert float(x_tilde.mean()) == pytest.approx(0.0, abs=0.03)
+    assert float(x_tilde.var()) == pytest.approx(1 / a, rel=0.08)
+    assert float(method.chain.step_size) != 1e-4  # adapted after the chain
+    assert 0 < float(info["global_accept_rate"]) and 0 < float(info["accept_rate"]) <= 1
+    logs = method.train_step(data[:64], 0)
+    assert {"step_size", "accept_rate", "global_accept_rate"} <= set(logs)
+
+
+def test_the_tabular_preset_runs_the_adapted_mala_chain_with_global_moves():
+    method, stem = preset_method("dualmcmc", "points.npy", "tabular", (2,))
+    assert stem == "dualmcmc_tabular"
+    assert method.cfg.x_sampler == "mala" and method.cfg.x_global_moves == 5
+    assert method.chain.adapter is not None and method.chain.global_moves == 5
