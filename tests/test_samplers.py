@@ -301,3 +301,60 @@ def test_compiled_langevin_leaves_trainable_parameters_without_gradients(case):
         samples, _ = sampler(net, torch.randn(8, *shape))
     assert torch.isfinite(samples).all()
     assert all(p.requires_grad and p.grad is None for p in net.parameters())
+
+
+def test_the_compiled_step_runs_only_when_asked_and_is_built_once(monkeypatch):
+    """compile=False (the default) steps eagerly; compile=True or a `compiled_langevin()` block
+    takes the compiled step, whose compiled function is made once per process."""
+    from ebmlab.samplers import compiled_langevin, langevin
+
+    assert langevin._compiled_update() is langevin._compiled_update()
+    calls = []
+
+    def spy():
+        calls.append(1)
+        return langevin._pure_update
+
+    monkeypatch.setattr(langevin, "_compiled_update", spy)
+    x0 = torch.randn(4, 2)
+    Langevin(3, 0.01)(gaussian_energy, x0)
+    assert calls == []
+    Langevin(3, 0.01, compile=True)(gaussian_energy, x0)
+    assert len(calls) == 3
+    with compiled_langevin():
+        Langevin(2, 0.01)(gaussian_energy, x0)
+    assert len(calls) == 5
+    Langevin(2, 0.01)(gaussian_energy, x0)  # the block is over
+    assert len(calls) == 5
+
+
+def test_image_chains_on_the_cpu_take_the_gradient_by_autograd_flat_ones_by_func(monkeypatch):
+    """`_pure_update`'s split for torch.compile: (B, C, H, W) chains on the CPU through
+    torch.autograd.grad (a compiled forward and a compiled backward), every other chain through
+    torch.func.grad (one graph). Both give the same step."""
+    from ebmlab.samplers import langevin
+
+    used = []
+    real = torch.func.grad
+    monkeypatch.setattr(torch.func, "grad", lambda f: used.append(1) or real(f))
+    energy = lambda x: 0.5 * x.flatten(1).pow(2).sum(1)  # noqa: E731
+    for shape, by_func in [((3, 2), True), ((3, 1, 2, 2), False), ((3, 2, 2), True)]:
+        used.clear()
+        x = torch.randn(shape)
+        moved, grad = langevin._pure_update(energy, x, torch.zeros(shape), 0.1, None)
+        assert bool(used) == by_func, shape
+        torch.testing.assert_close(grad, x)
+        torch.testing.assert_close(moved, 0.9 * x)
+
+
+def test_eager_chains_carry_no_graph_from_step_to_step():
+    """Each step's gradient is taken at a detached copy, so the energy never sees a chain with
+    a graph behind it (memory stays flat over K steps)."""
+    seen = []
+
+    def energy(x):
+        seen.append(x.grad_fn is None)
+        return 0.5 * x.pow(2).sum(1)
+
+    Langevin(4, 0.1)(energy, torch.randn(5, 2))
+    assert seen == [True] * 4
