@@ -1,5 +1,7 @@
 """GEBM: the KALE bound, the learned log-partition, the envelope gradient, the latent samplers."""
 
+import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +9,13 @@ import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
-from tests.helpers import preset_method, tiny_method
+from tests.helpers import (
+    applied_gradients,
+    assert_gradients_equal,
+    gradients,
+    preset_method,
+    tiny_method,
+)
 
 
 class QuadraticEnergy(nn.Module):
@@ -108,12 +116,24 @@ def test_log_partition_converges_to_log_z_for_a_fixed_energy(newton):
 
 
 def test_log_partition_initialisation_is_the_batch_estimate():
+    """c <- log mean exp(-E(G(z))): for E = a.x on the base N(b, I), log Z = -a.b + |a|^2 / 2
+    (here -1 + 0.625; with the sign of E flipped it would be +1.625). Done once, before the
+    first step, from batches of the data batch's size."""
     a = [1.0, 0.5]
-    method = gebm(init_log_partition_batches=200)
-    with_fixed_parts(method, LinearEnergy(a), linear_generator([[1.0, 0], [0, 1.0]], [0, 0]), 0.0)
+    method = gebm(init_log_partition_batches=200, warmup_energy_steps=2, energy_steps=1)
+    with_fixed_parts(method, LinearEnergy(a), linear_generator([[1.0, 0], [0, 1.0]], [1, 0]), 0.0)
+    sizes = []
+    draw = method.prior
+    method.prior = lambda n: sizes.append(n) or draw(n)
     torch.manual_seed(1)
     method.train_step(torch.randn(256, 2), 0)
-    assert method.log_partition.item() == pytest.approx(sum(v**2 for v in a) / 2, abs=0.05)
+    assert method.log_partition.item() == pytest.approx(-1 + sum(v**2 for v in a) / 2, abs=0.05)
+    assert sizes[:200] == [256] * 200
+    calls = []
+    method._initialise_log_partition = lambda batch: calls.append(batch)
+    for step in range(1, 8):  # warm-up energy steps, base steps, energy steps: never again
+        method.train_step(torch.randn(256, 2), step)
+    assert calls == []
 
 
 # ---------------------------------------------------------------- the two steps' gradients
@@ -274,10 +294,56 @@ def test_sample_from_base_is_the_generator_of_prior_draws():
 
 
 def test_recorded_latent_path_and_step_decay():
+    """The recorded chain is the same chain, one step per piece; HMC decays its own step."""
     method = gebm(latent_steps=6, latent_step_size=0.1, step_decay=0.5, step_decay_every=4)
     assert method._segments("ula", one_step_each=False) == [(4, 0.1), (2, 0.05)]
-    _, info = method.sample_latent(method.prior(5), record=True)
+    assert method._segments("hmc", one_step_each=False) == [(4, 0.1), (2, 0.05)]  # hmc_step 0.1
+    assert method._segments("mala", one_step_each=True) == [(1, 0.1)] * 4 + [(1, 0.05)] * 2
+    z0 = method.prior(5)
+    torch.manual_seed(3)
+    z, info = method.sample_latent(z0, record=True)
     assert info["path"].shape == (7, 5, 2)
+    torch.manual_seed(3)
+    torch.testing.assert_close(info["path"][-1], method.sample_latent(z0)[0])
+    torch.testing.assert_close(info["path"][-1], z)
+    assert gebm(hmc_step_size=0.3)._segments("hmc", False) == [(10, 0.3)]  # tiny: 10 steps
+
+
+def test_acceptance_is_the_mean_over_the_chains_pieces():
+    """MALA at a tiny step accepts every move: 1.0 over two pieces of a decaying step."""
+    method = gebm(latent_sampler="mala", latent_steps=4, latent_step_size=1e-6, step_decay_every=2)
+    _, info = method.sample_latent(method.prior(50))
+    assert info["accept_rate"] == pytest.approx(1.0)
+
+
+def test_the_defaults_are_the_authors_schedule_and_samplers():
+    """methods.md §5.3 and §5.5: 5 energy steps per base step, 100 before base steps 1, 2 and
+    every 500th, Adam 1e-4 for both nets, no gradient penalty unless set, 100 latent steps, HMC
+    with 10 leapfrog steps of 0.1, a constant step; and exp(-E) is no density on x."""
+    cfg = gebm().cfg.__class__()
+    assert (cfg.energy_steps, cfg.warmup_energy_steps, cfg.warmup_every) == (5, 100, 500)
+    assert (cfg.lr_energy, cfg.lr_generator, cfg.gradient_penalty) == (1e-4, 1e-4, 0.0)
+    assert (cfg.latent_steps, cfg.hmc_step_size, cfg.leapfrog_steps) == (100, 0.1, 10)
+    assert (cfg.step_decay, cfg.step_decay_every) == (1.0, 0)
+    from ebmlab.methods.gebm import GEBM
+
+    assert GEBM.energy_is_density is False
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"energy_steps": 0},
+        {"warmup_energy_steps": 0},
+        {"latent_steps": -1},
+        {"leapfrog_steps": 0},
+    ],
+)
+def test_counts_below_their_least_are_refused(bad):
+    with pytest.raises(EbmlabError):
+        gebm(**bad)
+    ((key, value),) = bad.items()
+    assert getattr(gebm(**{key: value + 1}).cfg, key) == value + 1  # the least allowed
 
 
 def test_bad_options_are_refused():
@@ -362,6 +428,38 @@ def test_sample_from_a_composed_energy_targets_the_product_reweighting():
 
 
 # ---------------------------------------------------------------- the authors' guards and sampler
+
+
+def test_the_bound_is_minus_e_data_minus_mean_exp_plus_one():
+    """F(E + c) on numbers: -(mean E_data + c) - mean exp(-(E_base + c)) + 1."""
+    e_data, e_base, c = torch.tensor([0.5, 1.5]), torch.tensor([0.0, 2.0]), torch.tensor(0.3)
+    expected = -(1.0 + 0.3) - (math.exp(-0.3) + math.exp(-2.3)) / 2 + 1
+    assert float(gebm().bound(e_data, e_base, c)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_energy_step_descends_minus_the_bound_plus_the_weighted_penalty():
+    """The applied gradient of an energy step is that of -F(E + c) + lambda GP (lambda 0.5),
+    GP at the step's own interpolates, with its graph to the energy's weights; the logged
+    naive log Z is log mean exp(-E(x_B))."""
+    method = gebm(gradient_penalty=0.5, warmup_energy_steps=10)
+    before = copy.deepcopy(method.energy_net)
+    c0 = method.log_partition.detach().clone()
+    applied = applied_gradients(method)
+    x = torch.randn(32, 2)
+    torch.manual_seed(6)
+    logs = method.train_step(x, 0)
+    torch.manual_seed(6)
+    with torch.no_grad():
+        x_base = method.decode(torch.randn(32, 2))
+    a = torch.rand(32, 1)
+    x_hat = (a * x + (1 - a) * x_base).requires_grad_()
+    (grad_x,) = torch.autograd.grad(before(x_hat).sum(), x_hat, create_graph=True)
+    e_data, e_base = before(x), before(x_base)
+    bound = -(e_data + c0).mean() - torch.exp(-(e_base + c0)).mean() + 1
+    loss = -bound + 0.5 * grad_x.pow(2).sum(1).mean()
+    assert_gradients_equal(applied["energy"][:-1], gradients(loss, list(before.parameters())))
+    naive = torch.logsumexp(-e_base.detach(), 0) - math.log(32)
+    assert float(logs["log_z_naive"]) == pytest.approx(float(naive), rel=1e-5)
 
 
 def test_gradient_penalty_is_the_squared_gradient_norm_at_interpolates():
