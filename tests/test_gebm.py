@@ -240,9 +240,9 @@ def test_schedule_alternates_energy_and_base_steps_with_warm_ups():
     method = gebm(warmup_energy_steps=3, energy_steps=2, warmup_every=4)
     x = torch.randn(16, 2)
     kinds = "".join(
-        "B" if float(method.train_step(x, step)["base_step"]) else "E" for step in range(18)
+        "B" if float(method.train_step(x, step)["base_step"]) else "E" for step in range(28)
     )
-    assert kinds == "EEEB" + "EEEB" + "EEB" + "EEEB" + "EEB"
+    assert kinds == "EEEB" + "EEEB" + "EEB" + "EEEB" + "EEB" + "EEB" + "EEB" + "EEEB"
 
 
 def test_schedule_counters_survive_a_state_dict_round_trip():
@@ -309,6 +309,17 @@ def test_recorded_latent_path_and_step_decay():
     assert gebm(hmc_step_size=0.3)._segments("hmc", False) == [(10, 0.3)]  # tiny: 10 steps
 
 
+def test_each_latent_sampler_is_the_one_named_and_decoding_carries_no_graph():
+    from ebmlab.samplers import HMC, MALA, Langevin
+
+    method = gebm()
+    kinds = {k: type(method._latent_sampler(k, 1, 0.1)) for k in ("ula", "mala", "hmc")}
+    assert kinds == {"ula": Langevin, "mala": MALA, "hmc": HMC}
+    z, info = method.sample_latent(method.prior(3))
+    assert "path" not in info  # recorded only when asked
+    assert not method.decode(z).requires_grad
+
+
 def test_acceptance_is_the_mean_over_the_chains_pieces():
     """MALA at a tiny step accepts every move: 1.0 over two pieces of a decaying step."""
     method = gebm(latent_sampler="mala", latent_steps=4, latent_step_size=1e-6, step_decay_every=2)
@@ -325,6 +336,7 @@ def test_the_defaults_are_the_authors_schedule_and_samplers():
     assert (cfg.lr_energy, cfg.lr_generator, cfg.gradient_penalty) == (1e-4, 1e-4, 0.0)
     assert (cfg.latent_steps, cfg.hmc_step_size, cfg.leapfrog_steps) == (100, 0.1, 10)
     assert (cfg.step_decay, cfg.step_decay_every) == (1.0, 0)
+    assert (cfg.z_dim, cfg.latent_step_size) == (100, 1e-2)
     from ebmlab.methods.gebm import GEBM
 
     assert GEBM.energy_is_density is False
@@ -442,6 +454,8 @@ def test_the_energy_step_descends_minus_the_bound_plus_the_weighted_penalty():
     GP at the step's own interpolates, with its graph to the energy's weights; the logged
     naive log Z is log mean exp(-E(x_B))."""
     method = gebm(gradient_penalty=0.5, warmup_energy_steps=10)
+    with torch.no_grad():  # energies about 3: log mean exp(-E) negative, unlike at 0
+        [*method.energy_net.parameters()][-1].add_(3.0)
     before = copy.deepcopy(method.energy_net)
     c0 = method.log_partition.detach().clone()
     applied = applied_gradients(method)
