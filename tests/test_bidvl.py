@@ -10,6 +10,7 @@ from torch.distributions import Normal, kl_divergence
 from torch.func import functional_call
 
 from ebmlab.errors import EbmlabError
+from ebmlab.methods import get_method
 from ebmlab.methods.bidvl import gaussian_kl_to_prior
 from tests.helpers import (
     applied_gradients,
@@ -84,6 +85,45 @@ def test_cycle_loss_is_the_gaussian_negative_log_likelihood_or_the_codes_squared
     torch.testing.assert_close(squared.cycle_loss(h, v), (mu - h).pow(2).sum(1).mean())
 
 
+def test_cycle_nll_holds_for_log_variances_beyond_minus_log_two_pi():
+    """The Gaussian NLL's constant log(2 pi) is added, whatever the log-variance (an unbounded
+    encoder, scaled to give log-variances far from zero)."""
+    method = bidvl(bounded_log_var=False)
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.mul_(8.0)
+    h, v = torch.randn(8, 2), torch.randn(8, 2)
+    mu, log_var = method.encoder(v)
+    assert log_var.min() < -2 * math.log(2 * math.pi) and log_var.max() > 0
+    nll = -Normal(mu, (0.5 * log_var).exp()).log_prob(h).sum(1).mean()
+    torch.testing.assert_close(method.cycle_loss(h, v), nll)
+
+
+def test_softplus_energy_output_is_the_softplus_of_the_net():
+    method = bidvl(energy_output="softplus")
+    x = torch.randn(16, 2)
+    expected = torch.nn.functional.softplus(method.energy_net(x))
+    torch.testing.assert_close(method.energy(x), expected)
+    linear = bidvl()
+    torch.testing.assert_close(linear.energy(x), linear.energy_net(x))
+
+
+def test_the_ratio_and_inference_carry_no_graph():
+    method = bidvl(ratio_bias=True)
+    x = torch.randn(8, 2)
+    assert not method.importance_ratio(x).requires_grad
+    assert not method.encode(x).requires_grad
+    assert not method.decode(torch.randn(8, 2)).requires_grad
+
+
+def test_defaults_are_the_papers_and_the_authors_dcgan_settings():
+    cfg = get_method("bidvl").Config()
+    assert (cfg.z_dim, cfg.basic_ratio, cfg.lower_steps) == (100, 0.05, 1)
+    assert cfg.energy_net == {"kind": "auto", "spectral_norm": True}
+    assert (cfg.lr_energy, cfg.lr_lower, cfg.betas) == (1e-4, 3e-4, (0.0, 0.9))
+    assert (cfg.sample_langevin_steps, cfg.sample_step_size, cfg.sample_noise) == (0, 1e-3, None)
+
+
 def test_bounded_log_variance_keeps_the_encoder_variance_below_one():
     mu, log_var = bidvl().encoder(100 * torch.randn(64, 2))
     assert (log_var <= 0).all() and torch.isfinite(mu).all()
@@ -147,9 +187,10 @@ def test_the_lower_steps_gradient_is_that_of_eq_13_restated():
     assert_gradients_equal(applied["lower"], gradients(loss, params))
 
 
+@pytest.mark.parametrize("terms", ["offset", "none"])
 @pytest.mark.parametrize("upper_loss", ["difference", "hinge"])
-def test_upper_step_is_eq_14_or_the_hinge_of_eq_23_and_trains_only_the_energy(upper_loss):
-    method = fixed_prior(bidvl(upper_loss=upper_loss), torch.randn(32, 2))
+def test_upper_step_is_eq_14_or_the_hinge_of_eq_23_and_trains_only_the_energy(upper_loss, terms):
+    method = fixed_prior(bidvl(upper_loss=upper_loss, opposite_terms=terms), torch.randn(32, 2))
     x = torch.randn(32, 2)
     with torch.no_grad():
         e_data, e_gen = method.energy(x), method.energy(method.generator(method.prior(32)))
@@ -252,6 +293,9 @@ def test_langevin_refinement_of_samples_lowers_their_energy_inside_the_box():
         {"opposite_terms": "both"},
         {"upper_loss": "wgan"},
         {"basic_ratio": 0.0},
+        {"basic_ratio": -0.05},
+        {"sample_langevin_steps": -1},
+        {"sample_noise": -1.0},
         {"lower_steps": 0},
         {"encoder": {"kind": "mlp", "bounded_log_var": False}},
     ],

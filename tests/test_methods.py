@@ -1,5 +1,6 @@
 """The Method contract, for every registered method, plus each baseline's own equations."""
 
+import dataclasses
 import math
 
 import pytest
@@ -14,6 +15,15 @@ ALL = sorted(METHODS)
 
 def gaussian_batch(n=128):
     return torch.randn(n, 2) * 0.5 + torch.tensor([1.0, -1.0])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_config_cannot_change_under_a_built_method(name):
+    """Configs are frozen: a method reads its options at every step, so a change after
+    building would silently split the run into two settings (and the checkpoint's config)."""
+    method = tiny_method(name)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        method.cfg.z_dim = 1
 
 
 @pytest.mark.parametrize("name", ALL)
