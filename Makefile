@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench results mutants mutants-report mutants-survivors clean
+.PHONY: demo test test-fast lint bench results mutants mutants-report mutants-survivors paper-breaks clean
 
 # torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
 # `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
@@ -58,6 +58,10 @@ mutants-report: $(VENV)/.mutation
 # each surviving mutant: file:line, operator and diff
 mutants-survivors: $(VENV)/.mutation
 	@$(PY) tools/mutants.py survivors $(FILE)
+
+# Issue 20's one-line breaks of the papers, each on a copy of the tree: every one must be KILLED.
+paper-breaks: $(VENV)/.dev
+	OMP_NUM_THREADS=1 $(PY) tools/paper_breaks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mutants
