@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from ebmlab.errors import EbmlabError
 from ebmlab.methods.cd import CD, Config
 from ebmlab.samplers import energy_grad
 from tests.helpers import (
@@ -76,3 +77,50 @@ def test_the_image_sampler_is_igebms_in_model_units(source, slope):
     y1 = method.chain(energy, y0, 1)[0]
     expected = 2 * igebm_move(weights.expand_as(y0))
     assert torch.allclose(y1 - y0, expected, rtol=1e-5, atol=1e-9)
+
+
+def test_a_training_chain_adapts_the_step_toward_the_target_acceptance():
+    """l. 5-7 with `target_accept`: the step the next chain takes follows this chain's
+    acceptance (dual averaging): it grows while chains accept more than the target, shrinks
+    while they accept less, and is logged as the step each chain took."""
+    method = tiny_method("cd", sampler="mala", step_size=0.05, target_accept=0.6, langevin_steps=5)
+    first = method.chain.step_size
+    logs = method.train_step(0.01 * torch.randn(32, 2), 0)
+    assert float(logs["step_size"]) == pytest.approx(first)
+    assert method.chain.step_size != pytest.approx(first, rel=0.1)
+    assert (method.chain.step_size > first) == (float(logs["accept_rate"]) > 0.6)
+
+
+def test_defaults_are_igebms_in_model_units():
+    """IGEBM (Du & Mordatch 2019, App. A): spectral norm, K = 60, step 10 and clip 0.01 and
+    noise 0.005 on [0, 1] pixels (40, 0.005, 0.01 here), alpha 1, a 10,000-sample buffer
+    re-initialised at 5% from U[-1, 1], Adam 3e-4 with betas (0, 0.999)."""
+    cfg = Config()
+    assert cfg.energy_net == {"kind": "auto", "spectral_norm": True}
+    assert (cfg.langevin_steps, cfg.step_size, cfg.langevin_grad_clip, cfg.noise) == (
+        60,
+        40.0,
+        0.005,
+        0.01,
+    )
+    assert (cfg.alpha, cfg.buffer_size, cfg.reinit_prob) == (1.0, 10_000, 0.05)
+    assert (cfg.init_low, cfg.init_high, cfg.sample_steps) == (-1.0, 1.0, 200)
+    assert (cfg.lr, cfg.betas) == (3e-4, (0.0, 0.999))
+
+
+@pytest.mark.parametrize(
+    ("options", "accepted"),
+    [
+        ({"langevin_steps": 0}, True),
+        ({"sample_steps": 0}, True),
+        ({"langevin_steps": -1}, False),
+        ({"sample_steps": -1}, False),
+        ({"noise": -0.01}, False),
+    ],
+)
+def test_chain_lengths_from_zero_up(options, accepted):
+    if accepted:
+        Config(**options)
+    else:
+        with pytest.raises(EbmlabError):
+            Config(**options)
