@@ -39,7 +39,7 @@ def test_the_applied_gradient_is_eq_2_plus_the_penalty_at_the_restated_chain():
     writes = recorded_calls(method.buffer, "update")
     applied = applied_gradients(method)
     x = torch.randn(16, 2)
-    method.train_step(x, 0)
+    logs = method.train_step(x, 0)
 
     (x0, idx, _), ((written_idx, x_written), _) = starts[0][1], writes[0]
     x_neg = x0
@@ -51,6 +51,9 @@ def test_the_applied_gradient_is_eq_2_plus_the_penalty_at_the_restated_chain():
     e_pos, e_neg = before(x), before(x_neg)
     loss = e_pos.mean() - e_neg.mean() + ALPHA * (e_pos.pow(2).mean() + e_neg.pow(2).mean())
     assert_gradients_equal(applied["energy"], gradients(loss, before.parameters()))
+    logged = {"loss": loss, "loss_cd": e_pos.mean() - e_neg.mean(), "e_neg": e_neg.mean()}
+    for name, value in logged.items():
+        torch.testing.assert_close(logs[name], value.detach(), rtol=1e-5, atol=1e-6)
 
 
 def igebm_move(grad_01: torch.Tensor) -> torch.Tensor:
