@@ -42,6 +42,7 @@ def test_the_applied_gradient_is_eq_2_plus_the_penalty_at_the_restated_chain():
     logs = method.train_step(x, 0)
 
     (x0, idx, _), ((written_idx, x_written), _) = starts[0][1], writes[0]
+    assert x0.shape == x.shape  # one chain per data example
     x_neg = x0
     for _ in range(3):
         grad = energy_grad(before, x_neg)[1]
@@ -119,6 +120,7 @@ def test_defaults_are_igebms_in_model_units():
         ({"langevin_steps": -1}, False),
         ({"sample_steps": -1}, False),
         ({"noise": -0.01}, False),
+        ({"global_moves": -1}, False),
     ],
 )
 def test_chain_lengths_from_zero_up(options, accepted):
