@@ -1,5 +1,6 @@
 """Samplers: the contract every sampler keeps, and their statistics on a known Gaussian."""
 
+import dataclasses
 import math
 
 import pytest
@@ -358,3 +359,14 @@ def test_eager_chains_carry_no_graph_from_step_to_step():
 
     Langevin(4, 0.1)(energy, torch.randn(5, 2))
     assert seen == [True] * 4
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [Langevin(steps=2, step_size=0.1), MALA(steps=2, step_size=0.1), HMC(steps=2, step_size=0.1)],
+)
+def test_a_sampler_is_an_immutable_value(sampler):
+    """Samplers are frozen: a method builds one per chain length and may reuse it, so a field
+    changed in place would change every chain that shares it."""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sampler.steps = 3
