@@ -5,6 +5,8 @@ import copy
 import pytest
 import torch
 
+from ebmlab.errors import EbmlabError
+from ebmlab.methods.shortrun import Config
 from ebmlab.samplers import energy_grad
 from tests.helpers import (
     applied_gradients,
@@ -25,15 +27,17 @@ def test_the_applied_gradient_is_eq_3_at_the_restated_chain():
     chains = recorded_calls(method.chain, "forward")
     applied = applied_gradients(method)
     x = torch.randn(16, 2)
-    method.train_step(x, 0)
+    logs = method.train_step(x, 0)
 
     (_, x0, _), (x_returned, _) = chains[0]
+    assert x0.shape == x.shape  # one chain per data example
     x_neg = x0
     for _ in range(4):
         x_neg = x_neg - STEP * energy_grad(before, x_neg)[1]
     assert torch.allclose(x_returned, x_neg, atol=1e-6)
     loss = before(x).mean() - before(x_neg).mean()
     assert_gradients_equal(applied["energy"], gradients(loss, before.parameters()))
+    torch.testing.assert_close(logs["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("clamp_chains", [True, False])
@@ -57,3 +61,34 @@ def test_the_data_batch_gets_gaussian_noise_of_data_noise_std():
     (x_pos,), _ = calls[-2]  # E(x+), then E(x-)
     assert float(x_pos.mean()) == pytest.approx(0.0, abs=0.03)
     assert float(x_pos.std()) == pytest.approx(0.5, rel=0.03)
+
+
+def test_chains_start_from_the_uniform_box_of_the_authors_script():
+    """l. 3: x~_0 ~ U[-1, 1]^D by default (seen through a chain of zero steps)."""
+    x0 = tiny_method("shortrun", langevin_steps=0).sample(20_000)
+    assert float(x0.min()) >= -1.0 and float(x0.max()) <= 1.0
+    assert float(x0.min()) < -0.99 and float(x0.max()) > 0.99
+    assert float(x0.mean()) == pytest.approx(0.0, abs=0.02)
+    shifted = tiny_method("shortrun", langevin_steps=0, init_low=2.0, init_high=3.0).sample(1000)
+    assert float(shifted.min()) >= 2.0 and float(shifted.max()) <= 3.0
+
+
+def test_defaults_are_the_authors_minimal_script():
+    cfg = Config()
+    assert (cfg.lr, cfg.betas, cfg.langevin_steps, cfg.step_size) == (1e-4, (0.9, 0.999), 100, 1.0)
+    assert (cfg.noise, cfg.data_noise, cfg.init_low, cfg.init_high) == (0.01, 0.03, -1.0, 1.0)
+
+
+def test_training_chains_adapt_the_step_and_sampling_leaves_it():
+    method = tiny_method("shortrun", sampler="mala", step_size=0.05, target_accept=0.6)
+    first = method.chain.step_size
+    method.sample(16)
+    assert method.chain.step_size == first
+    method.train_step(torch.randn(16, 2), 0)
+    assert method.chain.step_size != pytest.approx(first, rel=0.1)
+
+
+@pytest.mark.parametrize("bad", [{"langevin_steps": -1}, {"noise": -0.5}, {"global_moves": -1}])
+def test_negative_chain_options_are_refused(bad):
+    with pytest.raises(EbmlabError):
+        Config(**bad)
