@@ -92,3 +92,24 @@ def test_training_chains_adapt_the_step_and_sampling_leaves_it():
 def test_negative_chain_options_are_refused(bad):
     with pytest.raises(EbmlabError):
         Config(**bad)
+
+
+def test_the_loss_is_the_energy_difference_whatever_their_ratio():
+    """Eq. 3 with a linear energy E(x) = x1 + x2 + 5: data near (-3, -3) at energy -1, chains
+    from U[-1, 1] near energy 5: the loss is mean E(x+) - mean E(x-) and its gradient in the
+    offset is 1 - 1 = 0 (a ratio of energies or any other combination would not give both)."""
+    method = tiny_method("shortrun", noise=0.0, step_size=STEP, data_noise=0.0, langevin_steps=2)
+    linear = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.fill_(5.0)
+    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
+    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    chains = recorded_calls(method.chain, "forward")
+    applied = applied_gradients(method)
+    x = torch.full((16, 2), -3.0)
+    logs = method.train_step(x, 0)
+    (_, (x_neg, _)) = chains[0]
+    expected = -1.0 - (x_neg.sum(1) + 5).mean()
+    assert float(logs["loss"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(applied["energy"][1]) == pytest.approx(0.0, abs=1e-6)
