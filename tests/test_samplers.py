@@ -339,7 +339,8 @@ def test_image_chains_on_the_cpu_take_the_gradient_by_autograd_flat_ones_by_func
     real = torch.func.grad
     monkeypatch.setattr(torch.func, "grad", lambda f: used.append(1) or real(f))
     energy = lambda x: 0.5 * x.flatten(1).pow(2).sum(1)  # noqa: E731
-    for shape, by_func in [((3, 2), True), ((3, 1, 2, 2), False), ((3, 2, 2), True)]:
+    cases = [((3, 2), True), ((3, 1, 2, 2), False), ((3, 2, 2), True), ((2, 1, 2, 2, 2), True)]
+    for shape, by_func in cases:
         used.clear()
         x = torch.randn(shape)
         moved, grad = langevin._pure_update(energy, x, torch.zeros(shape), 0.1, None)
