@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from ebmlab.errors import EbmlabError
+from ebmlab.methods.dsm import Config
 from tests.helpers import tiny_method
 
 SIGMA, DATA_STD = 0.3, 0.8
@@ -64,3 +66,29 @@ def test_samples_follow_exp_minus_e_at_temperature_one():
     samples = method.sample(4000)
     assert float(samples.mean()) == pytest.approx(0.0, abs=0.03)
     assert float(samples.var()) == pytest.approx(1 / 4.0, rel=0.06)
+
+
+def test_sampling_chains_start_from_the_uniform_box():
+    """`sample`'s chains start from U[init_low, init_high]^D (seen through zero steps)."""
+    x0 = tiny_method("dsm", sample_steps=0).sample(20_000)
+    assert -1.0 <= float(x0.min()) < -0.99 and 0.99 < float(x0.max()) <= 1.0
+    assert float(x0.mean()) == pytest.approx(0.0, abs=0.02)
+    shifted = tiny_method("dsm", sample_steps=0, init_low=2.0, init_high=3.0).sample(20_000)
+    assert 2.0 <= float(shifted.min()) < 2.01 and 2.99 < float(shifted.max()) <= 3.0
+
+
+def test_defaults():
+    cfg = Config()
+    assert (cfg.lr, cfg.betas, cfg.sigma) == (1e-3, (0.9, 0.999), 0.1)
+    assert (cfg.sample_steps, cfg.sample_step_size, cfg.init_low, cfg.init_high) == (
+        500,
+        1e-3,
+        -1.0,
+        1.0,
+    )
+
+
+def test_sample_steps_from_zero_up():
+    Config(sample_steps=0)
+    with pytest.raises(EbmlabError):
+        Config(sample_steps=-1)

@@ -70,7 +70,7 @@ class DSM(Method):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         eps = torch.randn_like(x)
-        x_noisy = (x + self.cfg.sigma * eps).requires_grad_(True)
+        x_noisy = x + self.cfg.sigma * eps
         _, grad_e = energy_grad(self.energy_net, x_noisy, create_graph=True)
         score = -grad_e  # s_theta(x~) = -grad E
         per_example = (self.cfg.sigma * score + eps).flatten(1).pow(2).sum(1)
