@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
+from ebmlab.methods import get_method
 from ebmlab.nets.jacobian import jacobian, jvp, smallest_singular_value, vjp
 from tests.helpers import (
     applied_gradients,
@@ -337,12 +338,29 @@ def test_gate_keeps_only_penalties_above_the_threshold():
         {"entropy": "exact"},
         {"z_dim": 3},  # wider than the 2D data
         {"penalty_weight": -1.0},
+        {"penalty_weight": -1e-3},
+        {"ssv_iters": -1},
         {"generator": {"kind": "mlp", "widths": [32, 1, 32]}},  # narrower than z_dim = 2
     ],
 )
 def test_bad_options_are_refused(bad):
     with pytest.raises(EbmlabError):
         bounds(**bad)
+
+
+def test_zero_iterations_and_zero_penalty_are_allowed():
+    """ssv_iters = 0 keeps the first Rayleigh quotient; penalty_weight = 0 drops the upper
+    bound's penalty (the README's w = 0 row)."""
+    assert bounds(ssv_iters=0, penalty_weight=0.0).cfg.ssv_iters == 0
+
+
+def test_defaults_are_the_papers():
+    """Eq. 20 with M / s_1^2 = 0.001 / z_dim, no gate, lambda_H = 1, two Rayleigh-Ritz
+    iterations for s_1; Table 6: z_dim 128, Adam (0, 0.9), eps 1e-6, 2e-4 for both nets."""
+    cfg = get_method("bounds").Config()
+    assert (cfg.z_dim, cfg.lr_energy, cfg.lr_generator, cfg.betas) == (128, 2e-4, 2e-4, (0, 0.9))
+    assert (cfg.adam_eps, cfg.penalty_weight, cfg.penalty_threshold) == (1e-6, 1e-3, 0.0)
+    assert (cfg.entropy, cfg.entropy_weight, cfg.ssv_iters) == ("lobpcg", 1.0, 2)
 
 
 # ---------------------------------------------------------------- presets
