@@ -323,6 +323,31 @@ def test_applied_gradients_are_those_of_the_two_bounds():
     assert_gradients_equal(applied["generator"], expected, atol=1e-3)  # slogdet of a tight J
 
 
+@pytest.mark.parametrize("threshold", [0.0, 1e-4])
+def test_the_penalty_term_is_relu_of_w_p_minus_the_threshold(threshold):
+    method = bounds(penalty_weight=0.3, penalty_threshold=threshold)
+    z = method.prior(16).requires_grad_()
+    logs = method._energy_step(torch.randn(16, 2), z, method.entropy_term(z))
+    expected = max(0.3 * float(logs["penalty"]) - threshold, 0.0)
+    assert float(logs["penalty_term"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_b_is_minus_z_where_the_entropy_does_not_depend_on_z():
+    """b = -z - grad_z h, with grad_z h = 0 (not an error) for an h without z in its graph."""
+    method = bounds()
+    z = method.prior(8).requires_grad_()
+    unrelated = torch.ones(8, requires_grad=True) * 2.0
+    torch.testing.assert_close(method.log_density_gradient(z, unrelated), -z.detach())
+
+
+def test_a_training_step_draws_one_latent_per_example():
+    method = bounds()
+    calls = recorded_calls(method, "entropy_term")
+    method.train_step(torch.randn(16, 2), 0)
+    (z,), _ = calls[0]
+    assert z.shape == (16, method.cfg.z_dim)
+
+
 def test_gate_keeps_only_penalties_above_the_threshold():
     method = bounds(penalty_threshold=1e6)
     z = method.prior(16).requires_grad_()
