@@ -324,3 +324,80 @@ def test_on_mala_chains_l_opt_reaches_theta_through_the_accepted_proposals():
     energies = functional_call(net, frozen, (proposal,))
     expected = gradients(torch.where(keep, energies, energies.detach()).mean(), params)
     assert_gradients_equal(got, expected)
+
+
+def test_l_cd_is_the_energy_difference_whatever_their_ratio():
+    """Eq. 5 with a linear energy E(x) = x1 + x2 + 5, data near (-3, -3) at energy -1 and
+    chains in [-1, 1]^2 near 5: L_CD = mean E(x+) - mean E(x-), whose gradient in the offset
+    is 1 - 1 = 0 (a ratio or remainder of the two would give neither)."""
+    method = tiny_method("icd", use_opt=False, use_ent=False, alpha=0.0, grad_clip=None)
+    linear = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.fill_(5.0)
+    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
+    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    applied = applied_gradients(method)
+    writes = recorded_calls(method.buffer, "update")
+    logs = method.train_step(torch.full((16, 2), -3.0), 0)
+    x_neg = writes[0][0][1]
+    assert x_neg.shape == (16, 2)  # one chain per example
+    expected = -1.0 - (x_neg.sum(1) + 5).mean()
+    assert float(logs["loss_cd"]) == pytest.approx(float(expected), rel=1e-6)
+    assert float(applied["energy"][1]) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("use_opt", "use_ent"), [(True, False), (False, True)])
+def test_either_half_of_l_kl_alone_still_trains_theta(use_opt, use_ent):
+    method = tiny_method("icd", use_opt=use_opt, use_ent=use_ent, entropy_after=0)
+    logs = method.train_step(torch.randn(32, 2), 0)
+    assert float(logs["grad_norm/kl"]) > 0
+
+
+def test_mala_sampling_runs_the_rounds_as_one_chain():
+    """Algorithm 2 on vectors with MALA chains: N x K steps of the adapted chain from U."""
+    method = tiny_method("icd", sampler="mala", sample_rounds=3, sample_round_steps=4)
+    calls = recorded_calls(method.chain, "forward")
+    samples = method.sample(5)
+    (_, x0, steps), (returned, _) = calls[0]
+    assert steps == 12 and x0.shape == (5, 2)
+    assert torch.equal(samples, returned)
+
+
+def test_vector_and_volume_data_get_no_augmentation():
+    assert tiny_method("icd").augment is None
+    assert tiny_method("icd", shape=(1, 2, 2, 2)).augment is None
+    assert tiny_method("icd", shape=(1, 8, 8)).augment is not None
+
+
+def test_defaults_are_the_papers_and_the_authors_code():
+    """Sec. 3.1 and App. B.2 (K = 40, lambda 500 and noise 0.001 on [0, 1] pixels, a 10,000
+    buffer resampled at 0.1% from U[-1, 1], Adam 2e-4 (0, 0.9), SimCLR colour strength 1 and
+    crops 0.02-1, 10 rounds of 20 steps); the code's alpha 1, clip 0.5, L_ent 0.3 on 100 past
+    samples after 1,000."""
+    cfg = ICD.Config()
+    assert (cfg.lr, cfg.betas, cfg.langevin_steps, cfg.step_size, cfg.noise) == (
+        2e-4,
+        (0.0, 0.9),
+        40,
+        2000.0,
+        0.002,
+    )
+    assert (cfg.buffer_size, cfg.reinit_prob, cfg.init_low, cfg.init_high) == (
+        10_000,
+        0.001,
+        -1.0,
+        1.0,
+    )
+    assert cfg.augmentation == {"crop_scale": (0.02, 1.0), "jitter": (0.8, 0.8, 0.8, 0.2)}
+    assert (cfg.sample_rounds, cfg.sample_round_steps) == (10, 20)
+    assert (cfg.alpha, cfg.grad_clip, cfg.entropy_weight) == (1.0, 0.5, 0.3)
+    assert (cfg.entropy_set, cfg.entropy_after, cfg.backprop_steps) == (100, 1000, 1)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"noise": -0.5}, {"sample_round_steps": -1}, {"backprop_steps": 0}]
+)
+def test_negative_or_empty_chain_options_are_refused(bad):
+    with pytest.raises(EbmlabError):
+        tiny_method("icd", **bad)
