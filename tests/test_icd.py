@@ -1,6 +1,7 @@
 """ICD's own equations: L_opt reaches theta only through the last step, L_ent, the switches."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -206,10 +207,11 @@ def test_switches_reduce_the_loss_to_cd_plus_penalty():
     method = tiny_method("icd", use_opt=False, use_ent=False, alpha=0.0)
     logs = method.train_step(torch.randn(32, 2), 0)
     assert float(logs["loss"]) == pytest.approx(float(logs["loss_cd"]), abs=1e-6)
-    full = tiny_method("icd", alpha=0.0)
+    full = tiny_method("icd", alpha=0.5)
     torch.manual_seed(0)
     logs = full.train_step(torch.randn(32, 2), 0)
-    total = logs["loss_cd"] + logs["loss_opt"] + 0.3 * logs["loss_ent"]
+    assert float(logs["loss_reg"]) > 0
+    total = logs["loss_cd"] + logs["loss_reg"] + logs["loss_opt"] + 0.3 * logs["loss_ent"]
     assert float(logs["loss"]) == pytest.approx(float(total), abs=1e-5)
 
 
@@ -393,11 +395,55 @@ def test_defaults_are_the_papers_and_the_authors_code():
     assert (cfg.sample_rounds, cfg.sample_round_steps) == (10, 20)
     assert (cfg.alpha, cfg.grad_clip, cfg.entropy_weight) == (1.0, 0.5, 0.3)
     assert (cfg.entropy_set, cfg.entropy_after, cfg.backprop_steps) == (100, 1000, 1)
+    assert cfg.augment and not cfg.augment_fresh  # the code: buffer rows only
 
 
 @pytest.mark.parametrize(
-    "bad", [{"noise": -0.5}, {"sample_round_steps": -1}, {"backprop_steps": 0}]
+    "bad",
+    [
+        {"noise": -0.5},
+        {"sample_rounds": -1},
+        {"sample_round_steps": -1},
+        {"global_moves": -1},
+        {"backprop_steps": 0},
+    ],
 )
 def test_negative_or_empty_chain_options_are_refused(bad):
     with pytest.raises(EbmlabError):
         tiny_method("icd", **bad)
+
+
+def test_zero_rounds_or_zero_round_steps_sample_the_start():
+    for options in ({"sample_rounds": 0}, {"sample_round_steps": 0}):
+        method = tiny_method("icd", **options)
+        starts = recorded_calls(method.buffer, "initial")
+        assert torch.equal(method.sample(4), starts[0][1])
+
+
+def test_langevin_sampling_runs_n_rounds_of_k_steps():
+    method = tiny_method("icd", sample_rounds=3, sample_round_steps=2)
+    calls = []
+
+    def energy(x):
+        calls.append(1)
+        return 0.5 * x.pow(2).sum(1)
+
+    method.sample_from(energy, 4)
+    assert len(calls) == 6
+
+
+def test_the_entropy_of_a_sample_on_a_past_one_is_large_but_finite():
+    """Eq. 8 at distance 0: -log is taken at 1e-12, not at 0."""
+    method = tiny_method("icd")
+    past = torch.randn(5, 2)
+    method.buffer.past = lambda n: past
+    loss = method._entropy_loss(past[:1].clone())
+    assert float(loss) == pytest.approx(-math.log(1e-12), rel=1e-6)
+
+
+def test_training_chains_adapt_the_step_toward_the_target_acceptance():
+    method = tiny_method("icd", sampler="mala", step_size=0.05, target_accept=0.6)
+    first = method.chain.step_size
+    logs = method.train_step(torch.randn(16, 2), 0)
+    assert float(logs["step_size"]) == pytest.approx(first)
+    assert method.chain.step_size != pytest.approx(first, rel=0.1)

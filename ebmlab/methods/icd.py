@@ -222,6 +222,7 @@ class ICD(Method):
         return detached(
             loss=loss_cd + loss_reg + loss_kl,
             loss_cd=loss_cd,
+            loss_reg=loss_reg,
             loss_opt=loss_opt,
             loss_ent=loss_ent,
             e_pos=e_pos.mean(),
