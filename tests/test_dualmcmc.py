@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ebmlab.errors import EbmlabError
+from ebmlab.methods import get_method
 from tests.helpers import (
     applied_gradients,
     assert_gradients_equal,
@@ -213,7 +214,18 @@ def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():
     assert not torch.equal(out["inference"], out["x_langevin"])
 
 
-@pytest.mark.parametrize("bad", [{"order": "paper"}, {"sigma": 0.0}, {"x_steps": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"order": "paper"},
+        {"sigma": 0.0},
+        {"x_steps": 0},
+        {"x_step_size": -0.1},
+        {"z_steps": -1},
+        {"x_noise": -0.5},
+        {"x_global_moves": -1},
+    ],
+)
 def test_bad_options_are_refused(bad):
     with pytest.raises(EbmlabError):
         dual(**bad)
@@ -323,7 +335,7 @@ def test_on_tables_the_x_chain_reaches_the_energys_modes_wherever_the_generator_
     assert float(x_tilde.mean()) == pytest.approx(0.0, abs=0.03)
     assert float(x_tilde.var()) == pytest.approx(1 / a, rel=0.08)
     assert float(method.chain.step_size) != 1e-4  # adapted after the chain
-    assert 0 < float(info["global_accept_rate"]) and 0 < float(info["accept_rate"]) <= 1
+    assert float(info["global_accept_rate"]) > 0 and 0 < float(info["accept_rate"]) <= 1
     logs = method.train_step(data[:64], 0)
     assert {"step_size", "accept_rate", "global_accept_rate"} <= set(logs)
 
@@ -333,3 +345,61 @@ def test_the_tabular_preset_runs_the_adapted_mala_chain_with_global_moves():
     assert stem == "dualmcmc_tabular"
     assert method.cfg.x_sampler == "mala" and method.cfg.x_global_moves == 5
     assert method.chain.adapter is not None and method.chain.global_moves == 5
+
+
+def test_x_langevin_inpainting_restores_the_observed_pixels_after_every_step():
+    """The third recovery: T^x on the EBM with the observed pixels put back after each step,
+    restated for a coupled energy E = (sum of pixels)^2 / 2, whose gradient at every pixel is
+    the sum of all of them (so the observed ones steer the rest)."""
+    method = dual((1, 2, 2), x_noise=0.0, x_steps=3, x_step_size=0.05)
+    method.energy = lambda v: 0.5 * v.flatten(1).sum(1).pow(2)
+    x = torch.tensor([[0.9, -0.2], [0.4, 0.1]]).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    mask = torch.tensor([[1.0, 0.0], [1.0, 0.0]]).view(1, 1, 2, 2).expand_as(x)
+    out = method.inpaint(x, mask)
+    v = out["z_langevin"]
+    for _ in range(3):
+        v = (v - 0.05 * v.flatten(1).sum(1).view(-1, 1, 1, 1)).clamp(-1, 1)
+        v = x * mask + (1 - mask) * v
+    torch.testing.assert_close(out["x_langevin"], v)
+
+
+def test_encode_is_the_posterior_mean():
+    method = dual()
+    x = torch.randn(6, 2)
+    with torch.no_grad():
+        method.encoder.eval()
+        expected = method.encoder(x)[0]
+    torch.testing.assert_close(method.encode(x), expected)
+
+
+def test_one_latent_per_example_and_the_step_adapted_only_in_training():
+    method = dual(x_sampler="mala", x_target_accept=0.6, x_step_size=0.05)
+    draws = recorded_calls(method, "prior")
+    first = method.chain.step_size
+    method.revise_x(torch.randn(8, 2))
+    assert method.chain.step_size == first
+    logs = method.train_step(torch.randn(16, 2), 0)
+    assert draws[0][0] == (16,)
+    assert float(logs["step_size"]) == pytest.approx(first)
+    assert method.chain.step_size != pytest.approx(first, rel=0.1)
+
+
+@pytest.mark.parametrize(("sampler", "name"), [("langevin", "Langevin"), ("mala", "MALA")])
+def test_the_report_names_the_x_chain(sampler, name):
+    procedure = dual(x_sampler=sampler).sampling_procedure()
+    assert f" {name} steps" in procedure
+
+
+def test_defaults_are_the_supplements_and_the_authors_code():
+    cfg = get_method("dualmcmc").Config()
+    assert (cfg.z_dim, cfg.sigma, cfg.x_steps, cfg.x_step_size, cfg.x_noise) == (
+        128,
+        0.3,
+        30,
+        0.125,
+        None,
+    )
+    assert cfg.energy_net == {"kind": "auto", "spectral_norm": True}
+    assert (cfg.z_steps, cfg.z_step_size) == (10, 0.005)
+    assert (cfg.lr_energy, cfg.lr_generator, cfg.lr_inference) == (1e-4, 3e-4, 1e-4)
+    assert (cfg.betas, cfg.weight_decay) == ((0.0, 0.9), 5e-4)
