@@ -44,13 +44,14 @@ results: $(VENV)/.installed
 
 # Mutation testing (docs/testing.md), never part of `make test`: every target in tools/mutants.toml
 # against its own fast tests, one thread, niced; hours in all, and it resumes where it stopped.
-# `make mutants FILE=ebmlab/methods/dsm.py` runs one target (FILE takes several, space-separated).
+# `make mutants FILE=ebmlab/methods/dsm.py` runs one target (FILE takes several, space-separated);
+# ARGS=--recheck re-tests only the survivors after new tests, ARGS=--restart starts again.
 $(VENV)/.mutation: $(VENV)/.dev
 	$(PIP) install -e ".[mutation]"
 	touch $@
 
 mutants: $(VENV)/.mutation
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(PY) tools/mutants.py run $(FILE)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 10 $(PY) tools/mutants.py run $(ARGS) $(FILE)
 
 mutants-report: $(VENV)/.mutation
 	@$(PY) tools/mutants.py report $(FILE)
