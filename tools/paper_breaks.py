@@ -37,7 +37,8 @@ BREAKS = [
     (
         "icd.py: chains never read from the buffer",
         "x0, idx, fresh = self.buffer.sample(x.shape[0])",
-        "x0, idx, fresh = self.buffer.sample(x.shape[0])\n        x0 = self.buffer.initial(x.shape[0])",
+        "x0, idx, fresh = self.buffer.sample(x.shape[0])\n"
+        "        x0 = self.buffer.initial(x.shape[0])",
         ICD_TESTS,
     ),
     (
@@ -105,11 +106,11 @@ def broken_tree(root: Path, method_file: str, line: str, broken: str) -> None:
 
 def killed(root: Path, tests: tuple[str, ...]) -> tuple[bool, str]:
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider"]
     command += ["-m", "not slow and not network", *(f"tests/{t}" for t in tests)]
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-    summary = [line for line in result.stdout.splitlines() if line.strip()][-1:]
-    return result.returncode == 1, " ".join(summary)
+    failed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    return result.returncode == 1, ", ".join(failed) or "no test failed"
 
 
 def main() -> int:
@@ -119,7 +120,7 @@ def main() -> int:
             broken_tree(Path(tmp), name.split(":")[0], line, broken)
             was_killed, summary = killed(Path(tmp), tests)
         survivors += not was_killed
-        print(f"{'KILLED  ' if was_killed else 'SURVIVED'} {name} ({summary})", flush=True)
+        print(f"{'KILLED  ' if was_killed else 'SURVIVED'} {name}: {summary}", flush=True)
     return 1 if survivors else 0
 
 
