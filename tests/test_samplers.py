@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ebmlab.samplers import HMC, MALA, Langevin, energy_grad, frozen_params, langevin_step
+from ebmlab.samplers.mala import mala_step
 
 MEAN = torch.tensor([1.0, -2.0])
 COV = torch.tensor([[1.0, 0.6], [0.6, 2.0]])
@@ -371,3 +372,24 @@ def test_a_sampler_is_an_immutable_value(sampler):
     changed in place would change every chain that shares it."""
     with pytest.raises(dataclasses.FrozenInstanceError):
         sampler.steps = 3
+
+
+def test_mala_accept_rate_of_one_step_and_of_none():
+    """The rate is the accepted share per step: one step of a tiny move on a quadratic is
+    nearly always accepted (rate in (0.9, 1]); no steps accept nothing (rate 0, not 0/0)."""
+    energy = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731
+    _, info = MALA(steps=1, step_size=1e-4)(energy, torch.randn(2000, 2))
+    assert 0.9 < float(info["accept_rate"]) <= 1.0
+    x = torch.randn(10, 2)
+    moved, info = MALA(steps=0, step_size=0.1)(energy, x)
+    assert torch.equal(moved, x) and float(info["accept_rate"]) == 0.0
+
+
+def test_a_mala_step_keeps_no_graph_unless_asked():
+    net = nn.Linear(2, 1)
+    energy = lambda x: net(x).squeeze(1)  # noqa: E731
+    x = torch.randn(8, 2)
+    plain, _ = mala_step(energy, x, 0.1)
+    assert plain.grad_fn is None
+    kept, accepted = mala_step(energy, x, 0.1, create_graph=True)
+    assert accepted.any() and kept.grad_fn is not None
