@@ -13,7 +13,7 @@ import ebmlab.methods
 from ebmlab import checkpoints
 from ebmlab.defaults import derived_values, local_scale, resolve_auto
 from ebmlab.errors import EbmlabError
-from ebmlab.samplers import DataChain, DualAveraging, independence_move
+from ebmlab.samplers import MALA, DataChain, Langevin, DualAveraging, check_chain, independence_move
 from ebmlab.samplers.independence import kde_bandwidths, kde_log_density
 
 ROTATION = torch.tensor([[math.cos(0.5), -math.sin(0.5)], [math.sin(0.5), math.cos(0.5)]])
@@ -239,3 +239,31 @@ def test_every_method_trains_with_no_flags_on_any_width_and_image_size(method, d
     with torch.no_grad():
         energies = run.model.energy(x[:8])
     assert energies.shape == (8,) and torch.isfinite(energies).all()
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "refused"),
+    [
+        ("mala", 0.0, True),
+        ("mala", 1.0, True),
+        ("mala", 0.6, False),
+        ("mala", None, False),
+        ("langevin", None, False),
+        ("langevin", 0.6, True),
+        ("hmc", None, True),
+    ],
+)
+def test_a_methods_chain_options_are_checked_in_one_place(kind, target, refused):
+    if refused:
+        with pytest.raises(EbmlabError):
+            check_chain(kind, target)
+    else:
+        check_chain(kind, target)
+
+
+def test_a_chain_runs_at_a_step_given_for_it_or_else_at_its_own():
+    chain = DataChain("langevin", 0.25, noise=0.0)
+    assert chain.sampler(3).step_size == 0.25
+    assert chain.sampler(3, step_size=0.5).step_size == 0.5
+    assert isinstance(chain.sampler(3), Langevin)
+    assert isinstance(DataChain("mala", 0.25).sampler(3), MALA)
