@@ -13,7 +13,7 @@ import ebmlab.methods
 from ebmlab import checkpoints
 from ebmlab.defaults import derived_values, local_scale, resolve_auto
 from ebmlab.errors import EbmlabError
-from ebmlab.samplers import MALA, DataChain, Langevin, DualAveraging, check_chain, independence_move
+from ebmlab.samplers import MALA, DataChain, DualAveraging, Langevin, check_chain, independence_move
 from ebmlab.samplers.independence import kde_bandwidths, kde_log_density
 
 ROTATION = torch.tensor([[math.cos(0.5), -math.sin(0.5)], [math.sin(0.5), math.cos(0.5)]])
