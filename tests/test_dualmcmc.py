@@ -220,8 +220,12 @@ def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():
         {"order": "paper"},
         {"sigma": 0.0},
         {"x_steps": 0},
+        {"sigma": -0.3},
         {"x_step_size": -0.1},
+        {"z_step_size": 0.0},
+        {"z_step_size": -0.5},
         {"z_steps": -1},
+        {"sample_steps": -1},
         {"x_noise": -0.5},
         {"x_global_moves": -1},
     ],
@@ -403,3 +407,14 @@ def test_defaults_are_the_supplements_and_the_authors_code():
     assert (cfg.z_steps, cfg.z_step_size) == (10, 0.005)
     assert (cfg.lr_energy, cfg.lr_generator, cfg.lr_inference) == (1e-4, 3e-4, 1e-4)
     assert (cfg.betas, cfg.weight_decay) == ((0.0, 0.9), 5e-4)
+
+
+def test_the_fewest_steps_allowed():
+    """One x step, no z steps, and a sampler of zero steps (the generator's draw) are valid."""
+    method = dual(x_steps=1, z_steps=0, sample_steps=0)
+    assert "a generator draw g(z), then 0 Langevin steps" in method.sampling_procedure()
+    assert "then 1 Langevin steps" in dual(x_steps=1).sampling_procedure()
+
+
+def test_generator_draws_carry_no_graph():
+    assert not dual().decode(torch.randn(4, 2)).requires_grad
