@@ -246,6 +246,8 @@ def test_every_method_trains_with_no_flags_on_any_width_and_image_size(method, d
     [
         ("mala", 0.0, True),
         ("mala", 1.0, True),
+        ("mala", -0.5, True),
+        ("mala", 1.5, True),
         ("mala", 0.6, False),
         ("mala", None, False),
         ("langevin", None, False),
@@ -267,3 +269,26 @@ def test_a_chain_runs_at_a_step_given_for_it_or_else_at_its_own():
     assert chain.sampler(3, step_size=0.5).step_size == 0.5
     assert isinstance(chain.sampler(3), Langevin)
     assert isinstance(DataChain("mala", 0.25).sampler(3), MALA)
+
+
+def test_a_chain_adapts_only_when_asked_and_only_after_steps():
+    energy = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731
+    chain = DataChain("mala", 0.05, target_accept=0.6)
+    first, x = chain.step_size, torch.randn(64, 2)
+    chain(energy, x, 3)
+    chain(energy, x, 0, adapt=True)
+    assert chain.step_size == first
+    chain(energy, x, 1, adapt=True)
+    assert chain.step_size != pytest.approx(first, rel=0.1)
+
+
+def test_the_global_acceptance_is_the_mean_over_the_moves(monkeypatch):
+    rates = iter([0.2, 0.6, 0.7])
+    monkeypatch.setattr(
+        "ebmlab.samplers.chain.independence_move",
+        lambda energy, x, centres, bandwidths: (x, torch.tensor(next(rates))),
+    )
+    chain = DataChain("mala", 0.05, global_moves=3)
+    energy = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731
+    _, info = chain(energy, torch.randn(8, 2), 1, reference=torch.randn(32, 2))
+    assert float(info["global_accept_rate"]) == pytest.approx(0.5)
