@@ -292,3 +292,47 @@ def test_the_global_acceptance_is_the_mean_over_the_moves(monkeypatch):
     energy = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731
     _, info = chain(energy, torch.randn(8, 2), 1, reference=torch.randn(32, 2))
     assert float(info["global_accept_rate"]) == pytest.approx(0.5)
+
+
+def test_bandwidths_are_half_the_distance_to_the_kth_nearest_other_centre():
+    centres = torch.tensor([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    expected = 0.5 * torch.tensor([3.0, 2.0, 3.0, 4.0, 7.0])  # 2nd nearest other centre
+    torch.testing.assert_close(kde_bandwidths(centres, k=2), expected)
+    nearest = 0.5 * torch.tensor([1.0, 1.0, 2.0, 3.0, 4.0])
+    torch.testing.assert_close(kde_bandwidths(centres, k=1), nearest)
+    farthest_kept = 0.5 * torch.tensor([10.0, 9.0, 7.0, 6.0, 10.0])  # k = 5 -> 4 others
+    torch.testing.assert_close(kde_bandwidths(centres), farthest_kept)
+
+
+def test_the_default_k_is_five():
+    centres = torch.arange(8.0).pow(2).unsqueeze(1)
+    fifth = torch.cdist(centres, centres).sort(dim=1).values[:, 5]
+    torch.testing.assert_close(kde_bandwidths(centres), 0.5 * fifth)
+
+
+def test_duplicated_centres_keep_the_smallest_real_bandwidth():
+    centres = torch.tensor([[0.0], [0.0], [1.0], [5.0]])
+    torch.testing.assert_close(kde_bandwidths(centres, k=1), 0.5 * torch.tensor([1, 1, 1, 4.0]))
+    torch.testing.assert_close(kde_bandwidths(torch.zeros(4, 2), k=2), torch.full((4,), 0.5))
+
+
+def test_the_kernel_density_is_the_gaussian_mixture_in_two_dimensions():
+    centres, bandwidths = torch.randn(5, 2), torch.rand(5) + 0.2
+    x = torch.randn(7, 2)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.ones(5)),
+        torch.distributions.Independent(
+            torch.distributions.Normal(centres, bandwidths.unsqueeze(1).expand(5, 2)), 1
+        ),
+    )
+    torch.testing.assert_close(kde_log_density(x, centres, bandwidths), mixture.log_prob(x))
+
+
+def test_an_independence_move_toward_the_kernel_density_itself_is_always_accepted():
+    """With exp(-E) = q, the proposal's own density, the Metropolis-Hastings ratio is 1."""
+    centres = torch.randn(20, 2)
+    bandwidths = kde_bandwidths(centres)
+    energy = lambda x: -kde_log_density(x, centres, bandwidths)  # noqa: E731
+    x = torch.randn(500, 2) * 3
+    moved, rate = independence_move(energy, x, centres, bandwidths=bandwidths)
+    assert float(rate) == 1.0 and not torch.equal(moved, x)
