@@ -222,6 +222,7 @@ def test_inpainting_keeps_observed_pixels_and_returns_three_recoveries():
         {"x_steps": 0},
         {"sigma": -0.3},
         {"x_step_size": -0.1},
+        {"x_step_size": 0.0},
         {"z_step_size": 0.0},
         {"z_step_size": -0.5},
         {"z_steps": -1},
@@ -374,6 +375,7 @@ def test_encode_is_the_posterior_mean():
         method.encoder.eval()
         expected = method.encoder(x)[0]
     torch.testing.assert_close(method.encode(x), expected)
+    assert not method.encode(x).requires_grad
 
 
 def test_one_latent_per_example_and_the_step_adapted_only_in_training():
@@ -407,6 +409,7 @@ def test_defaults_are_the_supplements_and_the_authors_code():
     assert (cfg.z_steps, cfg.z_step_size) == (10, 0.005)
     assert (cfg.lr_energy, cfg.lr_generator, cfg.lr_inference) == (1e-4, 3e-4, 1e-4)
     assert (cfg.betas, cfg.weight_decay) == ((0.0, 0.9), 5e-4)
+    assert (cfg.sampling_weight, cfg.inference_sample_weight) == (1.0, 1.0)  # the supplement's
 
 
 def test_the_fewest_steps_allowed():
@@ -418,3 +421,23 @@ def test_the_fewest_steps_allowed():
 
 def test_generator_draws_carry_no_graph():
     assert not dual().decode(torch.randn(4, 2)).requires_grad
+
+
+def test_the_ebm_loss_is_the_energy_difference_whatever_their_ratio():
+    """Eq. 2 with a linear energy E(x) = x1 + x2 + 5: data near (-3, -3) at energy -1 and the
+    revised samples near the generator's draws: the logged loss is mean E(x) - mean E(x~), and
+    its gradient in the offset is 1 - 1 = 0."""
+    method = dual()
+    linear = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.fill_(5.0)
+    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
+    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    applied = applied_gradients(method)
+    revised = recorded_calls(method, "revise_x")
+    logs = method.train_step(torch.full((16, 2), -3.0), 0)
+    x_tilde = revised[0][1][0]
+    expected = -1.0 - (x_tilde.sum(1) + 5).mean()
+    assert float(logs["loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(applied["energy"][1]) == pytest.approx(0.0, abs=1e-6)
