@@ -508,3 +508,14 @@ def test_image_presets_take_the_authors_latent_step(data, shape):
 def test_cifar10_preset_uses_the_authors_self_normalised_base_loss():
     method, stem = preset_method("gebm", "cifar10", "image", (3, 32, 32))
     assert stem == "gebm_cifar10" and method.cfg.base_loss == "snis"
+
+
+def test_a_warm_up_longer_than_small_integers_still_ends_in_a_base_step():
+    """The schedule compares counts by value: after 300 warm-up energy steps (a count that is
+    not one of Python's cached small integers) the next step is the first base step."""
+    method = gebm(warmup_energy_steps=300, energy_steps=1)
+    method._energy_step = lambda x: {"base_step": torch.tensor(0.0)}
+    method._base_step = lambda x: {"base_step": torch.tensor(1.0)}
+    x = torch.randn(16, 2)
+    kinds = [float(method.train_step(x, step)["base_step"]) for step in range(301)]
+    assert kinds == [0.0] * 300 + [1.0]
