@@ -58,6 +58,8 @@ def products(a, b, bias, wide):
         torch.addmm(bias, a, b, alpha=2.0),  # kept: oneDNN's inner product has no alpha
         torch.addmm(bias, a, b, alpha=0.5),  # kept
         torch.addmm(bias, a, b, beta=2.0),  # kept: nor a beta
+        torch.addmm(bias, a, b, beta=0.5),  # kept
+        torch.addmm(bias, a, b, alpha=1.0, beta=1.0),  # rewritten: the default, as floats
         torch.addmm(bias.expand(len(a), -1), a, b),  # kept: a 2-D bias
         torch.addmm(bias[0], a, b),  # kept: a 0-D bias
         torch.mm(a.double(), b.double()),  # kept: float64
@@ -77,9 +79,9 @@ def test_the_pass_rewrites_large_float32_products_and_keeps_the_rest():
     OneDnnMatmuls()(traced.graph)
     traced.recompile()
     targets = [node.target for node in traced.graph.nodes if node.op == "call_function"]
-    assert targets.count(torch.ops.ebmlab.onednn_addmm.default) == 4
+    assert targets.count(torch.ops.ebmlab.onednn_addmm.default) == 5
     assert targets.count(torch.ops.aten.mm.default) == 2
-    assert targets.count(torch.ops.aten.addmm.default) == 5
+    assert targets.count(torch.ops.aten.addmm.default) == 6
     for got, want in zip(traced(*inputs), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
 
@@ -148,3 +150,12 @@ def test_a_compiled_step_read_back_from_inductors_cache_finds_the_op(tmp_path):
     (first_hits, first), (hits, second) = (run.stdout.split() for run in runs)
     assert int(first_hits) == 0 and int(hits) >= 1
     assert first == second
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["torch.backends.mkl.is_available", "torch.backends.mkldnn.is_available"],
+)
+def test_the_pass_needs_mkl_and_onednn_both(missing, monkeypatch):
+    monkeypatch.setattr(missing, lambda: False)
+    assert not onednn_can_replace_mkl()
