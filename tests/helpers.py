@@ -182,3 +182,18 @@ def assert_gradients_equal(got, expected, rtol: float = 1e-4, atol: float = 1e-6
     assert len(got) == len(expected)
     for k, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert torch.allclose(g, e, rtol=rtol, atol=atol), (k, float((g - e).abs().max()))
+
+
+def use_offset_linear_energy(method) -> None:
+    """Give `method` the energy E(x) = x1 + x2 + 5 (2D data) and a plain SGD step on it: data
+    near (-3, -3) sit at energy -1 and chains near the origin at about 5, so the two mean
+    energies have opposite signs and a loss that combines them other than by their difference
+    shows in its value; the gradient in the offset of mean E(x+) - mean E(x-) is 0."""
+    import torch
+
+    linear = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+        linear.bias.fill_(5.0)
+    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
+    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)

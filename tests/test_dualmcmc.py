@@ -16,6 +16,7 @@ from tests.helpers import (
     preset_method,
     recorded_calls,
     tiny_method,
+    use_offset_linear_energy,
 )
 
 
@@ -428,12 +429,7 @@ def test_the_ebm_loss_is_the_energy_difference_whatever_their_ratio():
     revised samples near the generator's draws: the logged loss is mean E(x) - mean E(x~), and
     its gradient in the offset is 1 - 1 = 0."""
     method = dual()
-    linear = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        linear.weight.fill_(1.0)
-        linear.bias.fill_(5.0)
-    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
-    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    use_offset_linear_energy(method)
     applied = applied_gradients(method)
     revised = recorded_calls(method, "revise_x")
     logs = method.train_step(torch.full((16, 2), -3.0), 0)

@@ -17,6 +17,7 @@ from tests.helpers import (
     gradients,
     recorded_calls,
     tiny_method,
+    use_offset_linear_energy,
 )
 
 
@@ -333,12 +334,7 @@ def test_l_cd_is_the_energy_difference_whatever_their_ratio():
     chains in [-1, 1]^2 near 5: L_CD = mean E(x+) - mean E(x-), whose gradient in the offset
     is 1 - 1 = 0 (a ratio or remainder of the two would give neither)."""
     method = tiny_method("icd", use_opt=False, use_ent=False, alpha=0.0, grad_clip=None)
-    linear = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        linear.weight.fill_(1.0)
-        linear.bias.fill_(5.0)
-    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
-    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    use_offset_linear_energy(method)
     applied = applied_gradients(method)
     writes = recorded_calls(method.buffer, "update")
     logs = method.train_step(torch.full((16, 2), -3.0), 0)

@@ -14,6 +14,7 @@ from tests.helpers import (
     gradients,
     recorded_calls,
     tiny_method,
+    use_offset_linear_energy,
 )
 
 STEP = 0.2
@@ -99,12 +100,7 @@ def test_the_loss_is_the_energy_difference_whatever_their_ratio():
     from U[-1, 1] near energy 5: the loss is mean E(x+) - mean E(x-) and its gradient in the
     offset is 1 - 1 = 0 (a ratio of energies or any other combination would not give both)."""
     method = tiny_method("shortrun", noise=0.0, step_size=STEP, data_noise=0.0, langevin_steps=2)
-    linear = torch.nn.Linear(2, 1)
-    with torch.no_grad():
-        linear.weight.fill_(1.0)
-        linear.bias.fill_(5.0)
-    method.energy_net = torch.nn.Sequential(linear, torch.nn.Flatten(0))
-    method.optimizers["energy"] = torch.optim.SGD(linear.parameters(), lr=1.0)
+    use_offset_linear_energy(method)
     chains = recorded_calls(method.chain, "forward")
     applied = applied_gradients(method)
     x = torch.full((16, 2), -3.0)
