@@ -393,3 +393,9 @@ def test_a_mala_step_keeps_no_graph_unless_asked():
     assert plain.grad_fn is None
     kept, accepted = mala_step(energy, x, 0.1, create_graph=True)
     assert accepted.any() and kept.grad_fn is not None
+    assert torch.equal(kept[~accepted].detach(), x[~accepted])  # a rejected row stays x
+    # grad_x E = w for a linear energy: each accepted row is x - 0.1 w + noise, so the sum of
+    # the rows has gradient -0.1 x (accepted rows) in every weight, and rejected rows none
+    (weight_grad,) = torch.autograd.grad(kept.sum(), net.weight)
+    expected = torch.full_like(net.weight, -0.1 * int(accepted.sum()))
+    torch.testing.assert_close(weight_grad, expected)
