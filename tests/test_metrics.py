@@ -13,6 +13,7 @@ from ebmlab.errors import EbmlabError
 from ebmlab.metrics import (
     auroc,
     classifier_features,
+    confident_label_metrics,
     data_box,
     density_grid,
     evaluate,
@@ -648,6 +649,53 @@ def test_evaluate_images_with_classifier_features(digits, digit_features):
     assert perfect["fd_classifier"] < 2 * floor
     assert noise["fd_classifier"] > 5 * floor
     assert noise["kid"] > perfect["kid"] + 3 * perfect["kid_std"]
+
+
+def test_evaluate_labels_samples_by_the_classifier_and_the_test_split_alike(digits):
+    perfect = evaluate(ImageModel(digits.test), digits, n_samples=300)
+    # draws from the test split score as a subset of it does, up to the draws' chance
+    assert perfect["confident_share"] == pytest.approx(perfect["confident_share_test"], abs=0.08)
+    assert perfect["confident_share"] > 0.8
+    assert perfect["confident_classes"] == perfect["confident_classes_test"] == 10
+    assert perfect["confident_label_entropy_test"] > 0.95
+    assert perfect["confident_label_entropy"] > 0.95
+    ones = digits.test[digits.test_labels == 1]
+    only_ones = evaluate(ImageModel(ones.repeat(3, 1, 1, 1)), digits, n_samples=300)
+    assert only_ones["confident_classes"] <= 2
+    assert only_ones["confident_label_entropy"] < 0.2
+
+
+def test_confident_labels_count_shares_and_spread():
+    probabilities = torch.tensor(
+        [
+            [0.9, 0.05, 0.05],  # exactly at the threshold: confident, class 0
+            [0.95, 0.03, 0.02],  # class 0
+            [0.0, 1.0, 0.0],  # class 1
+            [0.1, 0.8, 0.1],  # not confident
+            [0.2, 0.3, 0.5],  # not confident
+        ]
+    )
+    result = confident_label_metrics(probabilities)
+    assert result["confident_share"] == pytest.approx(3 / 5)
+    assert result["confident_classes"] == 2
+    frequencies = torch.tensor([2 / 3, 1 / 3])
+    entropy = float(-(frequencies * frequencies.log()).sum()) / math.log(3)
+    assert result["confident_label_entropy"] == pytest.approx(entropy)
+    even = confident_label_metrics(torch.eye(4))
+    assert even == {
+        "confident_share": 1.0,
+        "confident_label_entropy": pytest.approx(1.0),
+        "confident_classes": 4.0,
+    }
+    one_class = confident_label_metrics(torch.tensor([[0.0, 1.0]] * 3))
+    assert one_class["confident_label_entropy"] == 0.0 and one_class["confident_classes"] == 1
+    unsure = confident_label_metrics(torch.full((4, 2), 0.5))
+    assert unsure["confident_share"] == 0.0 and math.isnan(unsure["confident_label_entropy"])
+    assert confident_label_metrics(probabilities, threshold=0.95)[
+        "confident_share"
+    ] == pytest.approx(2 / 5)
+    with pytest.raises(EbmlabError, match=r"\(n, K\)"):
+        confident_label_metrics(torch.ones(3, 1))
 
 
 def test_evaluate_unlabelled_images_use_random_features_and_ood(digits):

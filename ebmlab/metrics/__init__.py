@@ -38,6 +38,7 @@ from ebmlab.metrics.fd import (
     train_feature_net,
 )
 from ebmlab.metrics.image import image_scores, psnr, rmse, ssim
+from ebmlab.metrics.labels import confident_label_metrics
 from ebmlab.metrics.mmd import mmd2
 from ebmlab.metrics.modes import mode_metrics
 from ebmlab.metrics.ood import auroc, ood_table
@@ -52,6 +53,7 @@ __all__ = [
     "auroc",
     "cache_dir",
     "classifier_features",
+    "confident_label_metrics",
     "data_box",
     "density_grid",
     "evaluate",
@@ -114,7 +116,11 @@ def evaluate(
     - image, with labels: `fd_classifier` (Fréchet distance of samples vs test in the features
       of the dataset's cached classifier), `fd_classifier_floor` (the same for train vs test at
       the same sizes: the best a model can expect), `kid`, `kid_std` (KID of samples vs test in
-      the same features), `feature_net_acc` (the classifier's test accuracy).
+      the same features), `feature_net_acc` (the classifier's test accuracy);
+      `confident_share`, `confident_label_entropy`, `confident_classes` (the share of samples
+      the classifier labels with probability >= 0.9 and the spread of those labels over the
+      classes; see `confident_label_metrics`), and the same with `_test` for the test split at
+      the same size, the data's own reference.
     - image, without labels: `fd_random_features`, `fd_random_features_floor`,
       `kid_random_features`, `kid_random_features_std`: the same in the features of a fixed,
       seeded, untrained network (not comparable with classifier-feature numbers).
@@ -287,6 +293,9 @@ def _feature_metrics(
     }
     if labelled:
         results["feature_net_acc"] = features.test_accuracy
+        results.update(confident_label_metrics(features.probabilities(samples)))
+        test_labels = confident_label_metrics(features.probabilities(test))
+        results.update({f"{key}_test": value for key, value in test_labels.items()})
     return results
 
 

@@ -228,6 +228,17 @@ class FeatureExtractor:
                 parts.append((self.net.features(batch) / self.scale).to(images.device))
         return torch.cat(parts)
 
+    def probabilities(self, images: Tensor, batch_size: int = 500) -> Tensor:
+        """The classifier's class probabilities (N, n_classes) of `images`, on their device."""
+        _check_images(images)
+        device = next(self.net.parameters()).device
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size].to(device, torch.float32)
+                parts.append(self.net(batch).softmax(dim=1).to(images.device))
+        return torch.cat(parts)
+
     def calibrate(self, reference: Tensor, max_images: int = 10_000) -> FeatureExtractor:
         """Set `scale` to the features' root mean square on (up to 10,000) reference images."""
         self.scale = 1.0
