@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench results mutants mutants-report mutants-survivors paper-breaks clean
+.PHONY: demo test test-fast lint bench results results-long mutants mutants-report mutants-survivors paper-breaks clean
 
 # torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
 # `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
@@ -41,6 +41,14 @@ bench: $(VENV)/.installed
 results: $(VENV)/.installed
 	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
 	$(VENV)/bin/ebmlab bench --suite standard --resume --publish docs/results.md
+
+# the long suite (every method at its preset's steps on MNIST and Fashion-MNIST, Inception FID on
+# 2,000 samples) into its own section of docs/results.md: many hours on 2 CPU cores, so run it
+# again after an interruption: finished runs are kept and a cut-off run continues from its
+# last checkpoint
+results-long: $(VENV)/.installed
+	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
+	$(VENV)/bin/ebmlab bench --suite long --resume --publish docs/results.md
 
 # Mutation testing (docs/testing.md), never part of `make test`: every target in tools/mutants.toml
 # against its own fast tests, one thread, niced; hours in all, and it resumes where it stopped.

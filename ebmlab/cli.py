@@ -116,12 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train each (method, dataset, seed) with its preset under one budget, each "
         "in its own process, and write results.csv, leaderboard.md and figures to --out.",
     )
-    bench.add_argument("--suite", default="quick", help="quick (minutes) or standard (an hour)")
+    bench.add_argument(
+        "--suite",
+        default="quick",
+        help="quick (minutes), standard (an hour), unseen (12 random densities, 3,000 steps "
+        "each) or long (every preset's own steps on MNIST and Fashion-MNIST, Inception FID)",
+    )
     bench.add_argument("--methods", type=names, help="comma-separated (default: all)")
     bench.add_argument("--data", type=names, help="comma-separated (default: the suite's)")
     bench.add_argument("--seeds", type=int, help="seeds per run (default: the suite's)")
     bench.add_argument(
-        "--budget", help="per run: seconds of training (120s) or steps (2000); default per suite"
+        "--budget",
+        help="per run: seconds of training (120s), steps (2000) or the preset's own steps "
+        "(preset); default per suite",
     )
     bench.add_argument("--out", help="results folder (default runs/bench_<suite>)")
     bench.add_argument("--resume", action="store_true", help="skip runs already in results.csv")
@@ -325,7 +332,8 @@ def cmd_info() -> None:
     print(f"OOD sets for eval --ood: {', '.join(DERIVED)}, standard, or any dataset above")
     for name, suite in SUITES.items():
         budgets = ", ".join(f"{data} {budget}" for data, budget in suite.budgets.items())
-        print(f"bench --suite {name}: {suite.seeds} seed(s); {budgets}")
+        fid = f"; Inception FID on {suite.image_samples} samples" if suite.fid else ""
+        print(f"bench --suite {name}: {suite.seeds} seed(s); {budgets}{fid}")
     print(f"data cache: {cache_root()}")
 
 

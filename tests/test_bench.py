@@ -1,6 +1,8 @@
 """`ebmlab bench`: a tiny suite end to end, resume, a failing run kept apart, and the tables."""
 
 import csv
+import dataclasses
+import json
 import math
 import subprocess
 import sys
@@ -8,7 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from ebmlab.bench import BEGIN, END, RunSpec, bench, publish_page, run_in_process
+from ebmlab.bench import (
+    BEGIN,
+    END,
+    SUITES,
+    RunSpec,
+    bench,
+    plan_runs,
+    publish_page,
+    run_in_process,
+    section_name,
+)
 from ebmlab.bench.spec import Budget
 from ebmlab.bench.tables import dataset_table, read_results, summary_table
 from ebmlab.errors import EbmlabError
@@ -96,6 +108,63 @@ def test_budget_is_seconds_or_whole_steps():
             Budget.parse(bad)
 
 
+def test_preset_budget_keeps_the_preset_s_steps_and_is_scored_at_its_end_only():
+    preset = Budget.parse("preset")
+    assert str(preset) == "preset" and Budget.parse(str(preset)) == preset
+    assert preset.limits(1.0) == {"max_seconds": None}
+    with pytest.raises(EbmlabError, match="part-way"):
+        preset.limits(0.5)
+
+
+def test_long_suite_scores_images_by_inception_fid_on_2000_samples(tmp_path):
+    specs = plan_runs(
+        SUITES["long"],
+        tmp_path,
+        ["cd"],
+        {"mnist": "image", "8gaussians": "toy2d"},
+        None,
+        "preset",
+        "cpu",
+    )
+    by_data = {spec.data: spec for spec in specs}
+    assert by_data["mnist"].fid and by_data["mnist"].eval_samples == 2000
+    assert by_data["mnist"].budget == "preset" and by_data["mnist"].curve_points == 1
+    assert not by_data["8gaussians"].fid
+    assert set(SUITES["long"].budgets) == {"mnist", "fashion-mnist"}
+    standard = plan_runs(
+        SUITES["standard"], tmp_path, ["cd"], {"mnist": "image"}, None, None, "cpu"
+    )
+    assert not standard[0].fid
+
+
+def test_an_interrupted_run_continues_from_its_checkpoint(tmp_path):
+    import ebmlab
+
+    spec = RunSpec("dsm", "8gaussians", 0, "40 steps", str(tmp_path / "run"))
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    overrides = {"train": {"sample_every": 0, "eval_samples": None, "max_seconds": None}}
+    ebmlab.train(
+        "dsm",
+        "8gaussians",
+        steps=20,
+        out=run_dir,
+        seed=0,
+        evaluate=False,
+        progress=False,
+        overrides=overrides,
+    )
+    first_rows = (run_dir / "metrics.jsonl").read_text()
+    result = run_in_process(spec, threads=1)
+    assert result["status"] == "ok" and result["steps"] == 40
+    # the rows written before the interruption are kept, wall times and all: continued, not redone
+    assert (run_dir / "metrics.jsonl").read_text().startswith(first_rows)
+    other = dataclasses.replace(spec, budget="30 steps")
+    assert run_in_process(other, threads=1)["steps"] == 30
+    assert not (run_dir / "metrics.jsonl").read_text().startswith(first_rows)
+
+
 def rows_of(values):
     return [
         {
@@ -133,6 +202,15 @@ def test_leaderboard_cells_are_mean_and_std_of_finished_seeds_best_in_bold():
     assert summary[-1] == "| b | - |"
 
 
+def test_inception_fid_is_ranked_and_its_floor_is_not():
+    rows = rows_of([("a", 0, "ok", ""), ("b", 0, "ok", "")])
+    for row, fid, floor in zip(rows, (40.0, 20.0), (3.0, 2.0), strict=True):
+        row |= {"fid_inception": fid, "fid_inception_floor": floor}
+    table = dataset_table(rows)
+    assert table[0].startswith("| method | Inception FID | its train-vs-test floor |")
+    assert table[2].startswith("| a | 40 | 3 |") and table[3].startswith("| b | **20** | 2 |")
+
+
 def test_results_csv_round_trips_numbers_and_blanks(tmp_path):
     from ebmlab.bench.tables import write_results
 
@@ -152,3 +230,11 @@ def test_publish_replaces_only_the_bench_section(tmp_path):
     text = page.read_text()
     assert "new board" in text and "old" not in text and "intro" in text and "kept" in text
     assert (tmp_path / "docs/images/bench/q.png").read_bytes() == b"png"
+    publish_page(page, "long board", [figure], section_name("long"))
+    text = page.read_text()
+    assert text.index("new board") < text.index("kept") < text.index("long board")
+    assert (tmp_path / "docs/images/bench-long/q.png").is_file()
+    publish_page(page, "longer board", [figure], section_name("long"))
+    text = page.read_text()
+    assert "long board" not in text and text.count("longer board") == 1 and "new board" in text
+    assert section_name("standard") == "bench"

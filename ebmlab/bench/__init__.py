@@ -42,8 +42,15 @@ __all__ = ["SUITES", "Budget", "RunSpec", "Suite", "bench", "plan_runs"]
 
 #: seconds a run may take beyond its training budget (start-up, scoring) before it is stopped
 TIMEOUT_MARGIN = 1200
-#: markers between which `publish` replaces a page's bench section
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The markers between which `publish` replaces a page's section `name`."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+#: the standard suite's section; another suite's is named after it (see `section_name`)
+BEGIN, END = markers("bench")
 
 
 def bench(
@@ -98,8 +105,14 @@ def bench(
     out.mkdir(parents=True, exist_ok=True)
     execute(todo, jobs, lambda result: record(out, rows, result), progress)
     command = command_line(suite, methods, data, seeds, budget, requested_jobs, device)
-    write_outputs(out, rows, specs, datasets, command, publish)
+    write_outputs(out, rows, specs, datasets, command, publish, section_name(suite))
     return out
+
+
+def section_name(suite: str) -> str:
+    """The published page's section and figure folder of a suite: `bench` for the standard
+    suite, `bench-<suite>` for the others, so that several suites share one page."""
+    return "bench" if suite == "standard" else f"bench-{suite}"
 
 
 def default_jobs(device: str) -> int:
@@ -139,6 +152,7 @@ def plan_runs(
             suite.image_curve_points if kinds[name] == "image" else suite.curve_points,
             device,
             suite.image_samples if kinds[name] == "image" else None,
+            suite.fid and kinds[name] == "image",
         )
         for name in budgets
         for method in methods or list(METHODS)
@@ -199,13 +213,17 @@ def execute(
 
 
 def run_in_process(spec: RunSpec, threads: int) -> dict[str, Any]:
-    """`python -m ebmlab.bench.worker` for one spec, in a fresh run directory; its result, or a
-    failure when it crashed, was killed or ran past its time."""
+    """`python -m ebmlab.bench.worker` for one spec; its result, or a failure when it crashed,
+    was killed or ran past its time. The run directory starts afresh, unless an interrupted
+    bench left this very spec there with a checkpoint: the worker then continues from it."""
     run_dir = Path(spec.run_dir)
-    shutil.rmtree(run_dir, ignore_errors=True)  # the remains of an interrupted bench
-    run_dir.mkdir(parents=True)
     spec_file, result_file = run_dir / "spec.json", run_dir / "bench.json"
-    spec_file.write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    spec_text = json.dumps(dataclasses.asdict(spec), indent=2)
+    if not is_interrupted_run(run_dir, spec_text):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        spec_file.write_text(spec_text)
+    result_file.unlink(missing_ok=True)
     budget = Budget.parse(spec.budget)
     timeout = budget.amount + TIMEOUT_MARGIN if budget.unit == "seconds" else None
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -222,6 +240,19 @@ def run_in_process(spec: RunSpec, threads: int) -> dict[str, Any]:
             spec, f"worker exited with code {code}; see {run_dir / 'worker.log'}", result_file
         )
     return json.loads(result_file.read_text())
+
+
+def is_interrupted_run(run_dir: Path, spec_text: str) -> bool:
+    """Whether `run_dir` holds a run of this spec with a checkpoint. (One that had finished
+    resumes at its last step, trains no further and is scored again.)"""
+    from ebmlab import checkpoints
+
+    spec_file = run_dir / "spec.json"
+    return (
+        spec_file.is_file()
+        and spec_file.read_text() == spec_text
+        and bool(checkpoints.paths(run_dir))
+    )
 
 
 def failure(spec: RunSpec, error: str, result_file: Path) -> dict[str, Any]:
@@ -249,8 +280,10 @@ def write_outputs(
     datasets: dict[str, Any],
     command: str,
     publish: str | Path | None,
+    section: str = "bench",
 ) -> None:
-    """leaderboard.md and the figures, over every row in results.csv."""
+    """leaderboard.md and the figures, over every row in results.csv; with `publish`, also
+    that page's `section` and the figures in images/<section>/ beside it."""
     from ebmlab.bench.figures import save_model_figures, save_quality_vs_time
 
     rows = order_rows(rows, specs)
@@ -267,8 +300,9 @@ def write_outputs(
     if publish is not None:
         publish_page(
             Path(publish),
-            page(rows, kinds, command, figures, prefix="images/bench/"),
+            page(rows, kinds, command, figures, prefix=f"images/{section}/"),
             [*figures, out / "results.csv"],
+            section,
         )
 
 
@@ -286,7 +320,8 @@ def page(rows, kinds, command: str, figures: list[Path], prefix: str) -> str:
             f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}.",
             "",
             "Each run trains in its own process with its method's preset for the data, for the "
-            "budget given (`90s`: seconds of training; `2000 steps`: iterations), then is scored "
+            "budget given (`90s`: seconds of training; `2000 steps`: iterations; `preset`: the "
+            "preset's own steps), then is scored "
             "by `ebmlab.evaluate` with the data's standard OOD sets. Cells are mean ± std over "
             "the seeds that finished; `-`: the method does not report it or no run finished. "
             "Bold: the best mean of a column. "
@@ -333,17 +368,21 @@ def command_line(suite, methods, data, seeds, budget, jobs, device) -> str:
     return " ".join(parts)
 
 
-def publish_page(path: Path, text: str, files: list[Path]) -> None:
-    """Write the leaderboard into `path` (between the bench markers if it has them) and copy
-    `files` (the figures, results.csv) to images/bench/ beside it."""
-    images = path.parent / "images" / "bench"
+def publish_page(path: Path, text: str, files: list[Path], name: str = "bench") -> None:
+    """Write the leaderboard into `path`, between the markers `<!-- NAME:begin -->` and
+    `<!-- NAME:end -->` where it has them (else appended), and copy `files` (the figures,
+    results.csv) to images/NAME/ beside it."""
+    begin, end = markers(name)
+    images = path.parent / "images" / name
     images.mkdir(parents=True, exist_ok=True)
     for file in files:
         shutil.copyfile(file, images / file.name)
-    section = f"{BEGIN}\n{text}\n{END}"
+    section = f"{begin}\n{text}\n{end}"
     old = path.read_text() if path.is_file() else ""
-    if BEGIN in old and END in old:
-        before, rest = old.split(BEGIN, 1)
-        section = before + section + rest.split(END, 1)[1]
+    if begin in old and end in old:
+        before, rest = old.split(begin, 1)
+        section = before + section + rest.split(end, 1)[1]
+    elif old:
+        section = f"{old.rstrip()}\n\n{section}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(section if section.endswith("\n") else section + "\n")

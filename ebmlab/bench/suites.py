@@ -8,6 +8,13 @@ A budget is wall-clock seconds of training ("90s") or training steps ("2000").
 loaded as users' tables (`unseen-<seed>`), for 3,000 steps each: the issue-19 test of defaults
 that fit data no preset was tuned on. Its leaderboard's "Across datasets" table gives each
 method's median and worst KL (and mode coverage and weight TV, which GEBM is judged by).
+
+"long" trains every method for its own preset's steps on MNIST and Fashion-MNIST (where
+methods end, not how fast they start) and scores 2,000 samples with the standard Inception FID
+beside the classifier's FD, KID, confident labels, the OOD AUROCs and inpainting. At this n FID
+is biased upwards; the data's own train-vs-test FID at the same n is in each row
+(`fid_inception_floor`). On 2 CPU cores it takes many hours: an interrupted bench continues
+with `--resume`, and a run cut off mid-training restarts from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from ebmlab.data.unseen import PREFIX, UNSEEN_SUITE
 class Suite:
     """Datasets with their per-run budgets, seeds per (method, dataset), how many times each
     run is scored on the way (the quality-vs-time curve; the last point is the end), and for
-    images the samples drawn to score a model and the scored points. Scoring an image model
+    images the samples drawn to score a model, the scored points and whether the Inception
+    FID is measured (`fid`). Scoring an image model
     runs its sampler's chains over hundreds of images, which for the MCMC methods on a CPU
     costs more than a minute of training: image runs are scored at the end only."""
 
@@ -30,6 +38,7 @@ class Suite:
     curve_points: int
     image_samples: int = 200
     image_curve_points: int = 1
+    fid: bool = False
 
 
 SUITES = {
@@ -61,5 +70,12 @@ SUITES = {
         budgets={f"{PREFIX}{seed}": "3000" for seed in UNSEEN_SUITE},
         seeds=1,
         curve_points=1,
+    ),
+    "long": Suite(
+        budgets={"mnist": "preset", "fashion-mnist": "preset"},
+        seeds=1,
+        curve_points=1,
+        image_samples=2000,
+        fid=True,
     ),
 }

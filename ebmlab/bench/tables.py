@@ -27,7 +27,8 @@ RUN_COLUMNS = [
     "device",
 ]
 
-#: leaderboard metrics in column order: name -> (heading, True when higher is better);
+#: leaderboard metrics in column order: name -> (heading, True when higher is better, None
+#: when not ranked);
 #: `auroc/<set>` columns join for every OOD set some run reports
 QUALITY = {
     "kl": ("KL", False),
@@ -36,8 +37,12 @@ QUALITY = {
     "mode_coverage": ("mode coverage", True),
     "mode_weight_tv": ("mode weight TV", False),
     "mmd2": ("MMD²", False),
+    "fid_inception": ("Inception FID", False),
+    "fid_inception_floor": ("its train-vs-test floor", None),
     "fd_classifier": ("FD", False),
     "kid": ("KID", False),
+    "confident_share": ("confident", True),
+    "confident_label_entropy": ("label entropy", True),
     "recon_rmse_test": ("recon RMSE", False),
     "inpaint_psnr": ("inpaint PSNR", True),
 }

@@ -33,7 +33,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
     try:
         trained = train_with_curve(spec, result["curve"])
         result |= training_figures(trained)
-        result["metrics"] = final_metrics(trained)
+        result["metrics"] = final_metrics(trained, fid=spec.fid)
     except TrainingDiverged as err:
         result |= {"status": "diverged", "error": str(err)}
         result |= training_figures_from_log(Path(spec.run_dir))
@@ -46,12 +46,15 @@ def run(spec: RunSpec) -> dict[str, Any]:
 
 def train_with_curve(spec: RunSpec, curve: list[dict[str, float]]):
     """Train in `curve_points` equal shares of the budget, resuming between them (a resumed
-    run continues exactly), and score the model after each share but the last."""
+    run continues exactly), and score the model after each share but the last. A run directory
+    that already has a checkpoint (an interrupted bench's) is continued from it."""
     import ebmlab
+    from ebmlab import checkpoints
     from ebmlab.api import read_history
     from ebmlab.metrics import evaluate
 
     budget = Budget.parse(spec.budget)
+    interrupted = bool(checkpoints.paths(Path(spec.run_dir)))
     for point in range(1, spec.curve_points + 1):
         limits = budget.limits(point / spec.curve_points)
         trained = ebmlab.train(
@@ -60,7 +63,7 @@ def train_with_curve(spec: RunSpec, curve: list[dict[str, float]]):
             out=spec.run_dir,
             seed=spec.seed,
             device=spec.device,
-            resume=point > 1,
+            resume=point > 1 or interrupted,
             evaluate=False,
             progress=False,
             overrides={"train": {**limits, "sample_every": 0, "eval_samples": spec.eval_samples}},
@@ -74,13 +77,14 @@ def train_with_curve(spec: RunSpec, curve: list[dict[str, float]]):
     return trained
 
 
-def final_metrics(trained) -> dict[str, float]:
-    """`ebmlab.evaluate` with the standard OOD sets, and inpainting PSNR where the method
-    inpaints. The run's report is left to `ebmlab eval RUN`: the bench draws its own figures."""
+def final_metrics(trained, fid: bool = False) -> dict[str, float]:
+    """`ebmlab.evaluate` with the standard OOD sets (and the Inception FID if `fid`), and
+    inpainting PSNR where the method inpaints. The run's report is left to `ebmlab eval RUN`:
+    the bench draws its own figures."""
     import ebmlab
 
     dataset = ebmlab.api.dataset_of(trained)
-    metrics = ebmlab.evaluate(trained, dataset, ood=["standard"], report=False)
+    metrics = ebmlab.evaluate(trained, dataset, ood=["standard"], fid=fid, report=False)
     if dataset.kind == "image" and callable(getattr(trained.method, "inpaint", None)):
         metrics["inpaint_psnr"] = inpaint_psnr(trained.method, dataset)
     return metrics
