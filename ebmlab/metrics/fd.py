@@ -219,24 +219,20 @@ class FeatureExtractor:
 
     def __call__(self, images: Tensor, batch_size: int = 500) -> Tensor:
         """Features of `images` (model units), returned on the images' device."""
-        _check_images(images)
-        device = next(self.net.parameters()).device
-        parts = []
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                batch = images[start : start + batch_size].to(device, torch.float32)
-                parts.append((self.net.features(batch) / self.scale).to(images.device))
-        return torch.cat(parts)
+        return self._in_batches(lambda x: self.net.features(x) / self.scale, images, batch_size)
 
     def probabilities(self, images: Tensor, batch_size: int = 500) -> Tensor:
         """The classifier's class probabilities (N, n_classes) of `images`, on their device."""
+        return self._in_batches(lambda x: self.net(x).softmax(dim=1), images, batch_size)
+
+    def _in_batches(self, function: Any, images: Tensor, batch_size: int) -> Tensor:
         _check_images(images)
         device = next(self.net.parameters()).device
         parts = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 batch = images[start : start + batch_size].to(device, torch.float32)
-                parts.append(self.net(batch).softmax(dim=1).to(images.device))
+                parts.append(function(batch).to(images.device))
         return torch.cat(parts)
 
     def calibrate(self, reference: Tensor, max_images: int = 10_000) -> FeatureExtractor:
