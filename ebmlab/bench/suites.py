@@ -2,7 +2,8 @@
 
 Every registered method takes part unless `--methods` says otherwise, so a method that lands
 later joins by being registered. A dataset joins a suite with one line: its name and budget.
-A budget is wall-clock seconds of training ("90s") or training steps ("2000").
+A budget is wall-clock seconds of training ("90s"), training steps ("2000") or each preset's own
+`train.steps` ("preset").
 
 "unseen" trains every method on the 12 random densities of `ebmlab.data.unseen.UNSEEN_SUITE`,
 loaded as users' tables (`unseen-<seed>`), for 3,000 steps each: the issue-19 test of defaults
@@ -14,7 +15,7 @@ methods end, not how fast they start) and scores 2,000 samples with the standard
 beside the classifier's FD, KID, confident labels, the OOD AUROCs and inpainting. At this n FID
 is biased upwards; the data's own train-vs-test FID at the same n is in each row
 (`fid_inception_floor`). On 2 CPU cores it takes many hours: an interrupted bench continues
-with `--resume`, and a run cut off mid-training restarts from its last checkpoint.
+with `--resume`, and a run cut off mid-training continues from its last checkpoint.
 """
 
 from __future__ import annotations
