@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench results results-long mutants mutants-report mutants-survivors paper-breaks clean
+.PHONY: demo test test-fast lint bench results results-unseen results-long mutants mutants-report mutants-survivors paper-breaks clean
 
 # torch goes in first: pip then finds the CPU wheel on this machine's disk, and the package's
 # `torch>=2.2` is already met, so no multi-GB CUDA build is pulled.
@@ -41,6 +41,11 @@ bench: $(VENV)/.installed
 results: $(VENV)/.installed
 	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
 	$(VENV)/bin/ebmlab bench --suite standard --resume --publish docs/results.md
+
+# the unseen suite (12 random densities, 3,000 steps per run) into its own section of
+# docs/results.md: about 90 minutes on 2 CPU cores; continues if cut off
+results-unseen: $(VENV)/.installed
+	$(VENV)/bin/ebmlab bench --suite unseen --resume --publish docs/results.md
 
 # the long suite (every method at its preset's steps on MNIST and Fashion-MNIST, Inception FID on
 # 2,000 samples) into its own section of docs/results.md: many hours on 2 CPU cores, so run it
