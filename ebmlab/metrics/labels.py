@@ -35,7 +35,7 @@ def confident_label_metrics(
     Returns:
         `confident_share`: the share of samples whose top class probability is >= threshold;
         `confident_label_entropy`: the entropy of their labels' frequencies divided by log K
-        (NaN when no sample is confident); `confident_classes`: how many classes they use.
+        (left out when no sample is confident); `confident_classes`: how many classes they use.
 
     Raises:
         EbmlabError: If `probabilities` is not (n, K) with n >= 1 and K >= 2.
@@ -50,12 +50,12 @@ def confident_label_metrics(
     confident = labels[top >= threshold]
     counts = torch.bincount(confident, minlength=n_classes).double()
     used = counts[counts > 0]
-    entropy = math.nan
+    results = {
+        "confident_share": len(confident) / len(probabilities),
+        "confident_classes": float(len(used)),
+    }
     if len(confident):
         frequencies = used / used.sum()
         entropy = float(-(frequencies * frequencies.log()).sum()) / math.log(n_classes)
-    return {
-        "confident_share": len(confident) / len(probabilities),
-        "confident_label_entropy": entropy,
-        "confident_classes": float(len(used)),
-    }
+        results["confident_label_entropy"] = entropy
+    return results
