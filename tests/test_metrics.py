@@ -531,6 +531,40 @@ def test_inception_features_shape_and_self_distance():
     assert abs(frechet_distance(feats, feats)) < 1e-6 * float(feats.var(0).sum()) + 1e-6
 
 
+class CountingNet:
+    """A stand-in for the Inception network: pixel features, and how many batches it saw."""
+
+    def __init__(self):
+        self.batches = 0
+
+    def to(self, device):
+        return self
+
+    def __call__(self, batch):
+        self.batches += 1
+        return batch.flatten(1)[:, :2048]
+
+
+def test_inception_features_are_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("EBMLAB_CACHE", str(tmp_path))
+    net = CountingNet()
+    monkeypatch.setattr(fd_module, "_inception_net", lambda: net)
+    images = torch.rand(3, 1, 8, 8) * 2 - 1
+    first = inception_features(images, cache=True)
+    assert net.batches == 1
+    again = inception_features(images.clone(), cache=True)
+    assert net.batches == 1  # the same images: read back, not recomputed
+    torch.testing.assert_close(again, first)
+    other = images.clone()
+    other[0, 0, 0, 0] += 0.5
+    changed = inception_features(other, cache=True)
+    assert net.batches == 2  # one pixel changed: another entry
+    assert not torch.equal(changed, first)
+    inception_features(images)
+    assert net.batches == 3  # without cache=True the network always runs
+    assert len(list((tmp_path / "inception_features").glob("*.pt"))) == 2
+
+
 # --- evaluate ----------------------------------------------------------------------------------
 
 

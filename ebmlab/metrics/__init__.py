@@ -301,10 +301,10 @@ def _feature_metrics(
 
 def _inception_metrics(samples: Tensor, train: Tensor, test: Tensor) -> dict[str, float]:
     """Inception FID of samples vs test, and its train-vs-test floor."""
-    test_feats = inception_features(test)
+    test_feats = inception_features(test, cache=True)
     return {
         "fid_inception": frechet_distance(inception_features(samples), test_feats),
-        "fid_inception_floor": frechet_distance(inception_features(train), test_feats),
+        "fid_inception_floor": frechet_distance(inception_features(train, cache=True), test_feats),
     }
 
 
