@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="results folder (default runs/bench_<suite>)")
     bench.add_argument("--resume", action="store_true", help="skip runs already in results.csv")
     bench.add_argument(
-        "--jobs", type=int, help="runs at once (default: one per CPU core, or 1 on a GPU)"
+        "--jobs",
+        type=int,
+        help="runs at once (default: one per CPU core this process may use; 1 on a GPU)",
     )
     bench.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     bench.add_argument("--publish", help="also write the leaderboard into this markdown page")

@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,21 @@ def test_publish_replaces_only_the_bench_section(tmp_path):
     text = page.read_text()
     assert "long board" not in text and text.count("longer board") == 1 and "new board" in text
     assert section_name("standard") == "bench"
+
+
+RESULT = {"method": "dsm", "data": "8gaussians", "seed": 0, "status": "ok"}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_jobs_and_threads_count_only_the_cores_this_process_may_use(monkeypatch):
+    import ebmlab.bench as bench_module
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})  # as under `taskset -c 3`
+    assert bench_module.default_jobs("cpu") == 1
+    seen = []
+    monkeypatch.setattr(
+        bench_module, "run_in_process", lambda spec, threads: seen.append(threads) or RESULT
+    )
+    bench_module.execute([RunSpec("dsm", "8gaussians", 0, "5", "r")], 1, lambda r: None, False)
+    assert seen == [1]

@@ -118,7 +118,14 @@ def section_name(suite: str) -> str:
 def default_jobs(device: str) -> int:
     from ebmlab.api import resolve_device
 
-    return (os.cpu_count() or 1) if resolve_device(device).type == "cpu" else 1
+    return usable_cores() if resolve_device(device).type == "cpu" else 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset` narrows them), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def plan_runs(
@@ -198,7 +205,7 @@ def execute(
     specs: list[RunSpec], jobs: int, on_result: Callable[[dict], None], progress: bool
 ) -> None:
     """Run each spec in a worker process, `jobs` at a time, handing results over as they end."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, usable_cores() // jobs)
     bar = tqdm(total=len(specs), desc="bench", disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run_in_process, spec, threads) for spec in specs]
