@@ -131,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(preset); default per suite",
     )
     bench.add_argument("--out", help="results folder (default runs/bench_<suite>)")
-    bench.add_argument("--resume", action="store_true", help="skip runs already in results.csv")
+    bench.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip runs already in results.csv (or, with --publish and no results.csv in "
+        "--out, those the page already holds)",
+    )
     bench.add_argument(
         "--jobs",
         type=int,

@@ -64,7 +64,8 @@ def image_grid(images: Tensor, ncol: int | None = None) -> np.ndarray:
     return grid[..., 0] if channels == 1 else grid
 
 
-def _show_images(ax: plt.Axes, images: Tensor, title: str) -> None:
+def show_images(ax: plt.Axes, images: Tensor, title: str) -> None:
+    """Images (N, C, H, W) in [-1, 1] as one grid on `ax`, titled."""
     grid = image_grid(images)
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_title(title)
@@ -114,8 +115,8 @@ def save_samples_figure(samples: Tensor, dataset: Dataset, path: Path) -> None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
     if dataset.kind == "image":
-        _show_images(axes[0], dataset.test[: len(samples)], "data (test)")
-        _show_images(axes[1], samples, "samples")
+        show_images(axes[0], dataset.test[: len(samples)], "data (test)")
+        show_images(axes[1], samples, "samples")
     else:
         label = "" if dataset.kind == "toy2d" else " (first two standardised columns)"
         _scatter(axes[0], dataset.test[: len(samples)], "data" + label, dataset.bounds)
@@ -132,7 +133,7 @@ def save_sample_panels(methods: dict[str, Any], dataset: Dataset, path: Path, n:
     rows = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for ax, (label, images) in zip(axes.flat, panels.items(), strict=False):
-        _show_images(ax, images.detach().cpu(), label)
+        show_images(ax, images.detach().cpu(), label)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -354,7 +355,7 @@ def save_composition_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(composition.shape) == 3:
         fig, ax = plt.subplots(figsize=(5, 5))
-        _show_images(ax, samples, f"samples of the product of {len(composition.models)} models")
+        show_images(ax, samples, f"samples of the product of {len(composition.models)} models")
     elif composition.shape == (2,) and bounds is not None:
         models = composition.models
         fig, axes = plt.subplots(1, len(models) + 2, figsize=(4.2 * (len(models) + 2), 4.2))

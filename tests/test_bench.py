@@ -23,7 +23,7 @@ from ebmlab.bench import (
     section_name,
 )
 from ebmlab.bench.spec import Budget
-from ebmlab.bench.tables import dataset_table, read_results, summary_table
+from ebmlab.bench.tables import dataset_table, read_results, summary_table, write_results
 from ebmlab.errors import EbmlabError
 
 TINY_BENCH = {"methods": ["dsm", "bidvl"], "data": ["8gaussians"], "budget": "30"}
@@ -257,3 +257,53 @@ def test_jobs_and_threads_count_only_the_cores_this_process_may_use(monkeypatch)
     )
     bench_module.execute([RunSpec("dsm", "8gaussians", 0, "5", "r")], 1, lambda r: None, False)
     assert seen == [1]
+
+
+def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, monkeypatch):
+    import ebmlab.bench as bench_module
+
+    page = tmp_path / "docs/results.md"
+    images = tmp_path / "docs/images/bench-long"
+    images.mkdir(parents=True)
+    page.write_text("# Results\n")
+    done = {**rows_of([("dsm", 0, "ok", 0.5)])[0], "data": "digits", "budget": "5 steps"}
+    write_results(images / "results.csv", [done])
+    (images / "samples_digits_dsm.png").write_bytes(b"png")
+    ran = []
+
+    def not_run(spec, threads):
+        ran.append(spec.method)
+        return {**dataclasses.asdict(spec), "status": "failed", "error": "not run", "curve": []}
+
+    monkeypatch.setattr(bench_module, "run_in_process", not_run)
+    options = {"methods": ["dsm", "cd"], "data": ["digits"], "budget": "5", "progress": False}
+    out = bench("long", out=tmp_path / "fresh", resume=True, publish=page, **options)
+    assert ran == ["cd"]  # dsm's row was published by an earlier sitting
+    rows = read_results(out / "results.csv")
+    assert [(r["method"], r["status"], r["kl"]) for r in rows] == [
+        ("dsm", "ok", 0.5),
+        ("cd", "failed", ""),
+    ]
+    assert "](images/bench-long/samples_digits_dsm.png)" in page.read_text()
+    ran.clear()
+    bench("long", out=tmp_path / "fresh2", resume=False, publish=page, **options)
+    assert ran == ["dsm", "cd"]  # without --resume a bench starts afresh
+
+
+def test_image_benches_draw_one_grid_per_method_and_skip_runs_that_are_gone(tmp_path):
+    import ebmlab
+    from ebmlab.bench.figures import save_model_figures
+    from ebmlab.data import load_dataset
+
+    here = tmp_path / "runs/dsm"
+    ebmlab.train("dsm", "digits", steps=3, out=here, evaluate=False, progress=False)
+    rows = [
+        {**row, "data": "digits"} for row in rows_of([("dsm", 0, "ok", ""), ("cd", 0, "ok", "")])
+    ]
+    run_dirs = {("dsm", "digits", 0): here, ("cd", "digits", 0): tmp_path / "runs/gone"}
+    datasets = {"digits": load_dataset("digits")}
+    written = save_model_figures(rows, run_dirs, datasets, tmp_path)
+    assert [path.name for path in written] == ["samples_digits_dsm.png"]
+    assert (tmp_path / "samples_digits_dsm.png").stat().st_size > 5_000
+    written = save_model_figures(rows[:1], run_dirs, datasets, tmp_path)
+    assert [path.name for path in written] == ["samples_digits_dsm.png", "samples_digits.png"]

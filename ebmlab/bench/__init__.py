@@ -12,7 +12,9 @@ hang or a divergence is recorded for that run and the others go on. Into the out
 - runs/<method>_<data>_s<seed>/: each run directory, with its report, spec.json, bench.json
   and worker.log.
 
-`resume=True` skips the runs already in results.csv, so an interrupted bench continues.
+`resume=True` skips the runs already in results.csv, so an interrupted bench continues; on a
+machine that lacks the earlier `out` but has the page it published (`publish`), it continues
+from the rows published there, so a suite is finished over several sittings.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def bench(
         budget: Per-run budget for every dataset, e.g. "120s" (training seconds) or "2000"
             (steps); default: the suite's per dataset.
         out: The results folder (default runs/bench_<suite>).
-        resume: Continue the bench in `out`, skipping runs already in its results.csv.
+        resume: Continue the bench in `out`, skipping runs already in its results.csv; with
+            `publish` and no results.csv in `out` (another machine), continue from the rows
+            that page's section holds, and keep their published sample grids.
         jobs: Runs at once, each with cores/jobs threads. Default: one per core on a CPU
             (one thread each, so no run competes for another's cores), one on a GPU.
         device: Device of every run (auto, cpu, cuda, cuda:N).
@@ -101,8 +105,11 @@ def bench(
         raise EbmlabError(
             f"{out} already holds a bench; pass resume=True (--resume) or another out"
         )
+    if resume and not rows and publish is not None:
+        rows = published_rows(Path(publish), section_name(suite))
     todo = pending(specs, rows)
     out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.csv", rows)
     execute(todo, jobs, lambda result: record(out, rows, result), progress)
     command = command_line(suite, methods, data, seeds, budget, requested_jobs, device)
     write_outputs(out, rows, specs, datasets, command, publish, section_name(suite))
@@ -113,6 +120,13 @@ def section_name(suite: str) -> str:
     """The published page's section and figure folder of a suite: `bench` for the standard
     suite, `bench-<suite>` for the others, so that several suites share one page."""
     return "bench" if suite == "standard" else f"bench-{suite}"
+
+
+def published_rows(page: Path, section: str) -> list[dict[str, Any]]:
+    """The rows that an earlier sitting published to `page` (its images/<section>/results.csv):
+    on a machine without that sitting's `out`, `--resume` continues from them, so that a suite
+    longer than one sitting (the long one on a CPU) is finished over several."""
+    return read_results(page.parent / "images" / section / "results.csv")
 
 
 def default_jobs(device: str) -> int:
@@ -305,12 +319,27 @@ def write_outputs(
     figures.insert(0, out / "quality_vs_time.png")
     (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, prefix=""))
     if publish is not None:
+        earlier = earlier_sample_grids(rows, Path(publish).parent / "images" / section, figures)
         publish_page(
             Path(publish),
-            page(rows, kinds, command, figures, prefix=f"images/{section}/"),
+            page(rows, kinds, command, figures + earlier, prefix=f"images/{section}/"),
             [*figures, out / "results.csv"],
             section,
         )
+
+
+def earlier_sample_grids(
+    rows: list[dict[str, Any]], folder: Path, figures: list[Path]
+) -> list[Path]:
+    """The per-method sample grids already published in `folder` for finished rows that this
+    sitting drew no figure for (rows carried over from an earlier sitting)."""
+    names = {figure.name for figure in figures}
+    grids = [
+        folder / f"samples_{row['data']}_{row['method']}.png"
+        for row in rows
+        if row["status"] == "ok"
+    ]
+    return [g for g in dict.fromkeys(grids) if g.name not in names and g.is_file()]
 
 
 def order_rows(rows: list[dict[str, Any]], specs: list[RunSpec]) -> list[dict[str, Any]]:

@@ -9,7 +9,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from ebmlab.report import save_density_comparison, save_sample_panels
+from ebmlab.bench.tables import run_key
+from ebmlab.report import save_density_comparison, save_sample_panels, show_images
 
 #: the quality-vs-time metric per data kind: one that every method reports
 CURVE_METRIC = {"toy2d": ("mmd2", "MMD² of samples"), "tabular": ("mmd2", "MMD² of samples")}
@@ -21,27 +22,50 @@ LOG_FLOOR = 1e-5
 def save_model_figures(
     rows: list[dict[str, Any]], run_dirs: dict[tuple, Path], datasets: dict, out: Path
 ) -> list[Path]:
-    """One density panel per method (2D) or sample grid per method (images) for each dataset,
-    from the first seed of each method that finished; returns the files written."""
+    """Per 2D dataset one density panel per method; per image dataset one grid of 64 samples
+    per method (`samples_<data>_<method>.png`, each drawn at seed 0) and, when every finished
+    method's run is here, all of them beside the data (`samples_<data>.png`). Each method's
+    first finished seed is drawn; a row whose run directory is gone (one carried over from an
+    earlier sitting, see `ebmlab.bench`) has no figure here. Returns the files written."""
     import ebmlab
+    from ebmlab import checkpoints
 
     written = []
     for name, dataset in datasets.items():
-        firsts = {}
+        finished = {}
         for row in rows:
-            key = (row["method"], row["data"], int(row["seed"]))
-            if row["data"] == name and row["status"] == "ok" and row["method"] not in firsts:
-                firsts[row["method"]] = ebmlab.load(run_dirs[key])
-        if not firsts or dataset.kind == "tabular":
+            if row["data"] == name and row["status"] == "ok":
+                finished.setdefault(row["method"], run_dirs[run_key(row)])
+        if not finished or dataset.kind == "tabular":
             continue
-        if dataset.kind == "toy2d":
+        here = {m: d for m, d in finished.items() if checkpoints.paths(d)}
+        models = {m: ebmlab.load(d).method for m, d in here.items()}
+        if dataset.kind == "toy2d" and models:
             path = out / f"density_{name}.png"
-            save_density_comparison({m: run.method for m, run in firsts.items()}, dataset, path)
-        else:
-            path = out / f"samples_{name}.png"
-            save_sample_panels({m: run.method for m, run in firsts.items()}, dataset, path)
-        written.append(path)
+            save_density_comparison(models, dataset, path)
+            written.append(path)
+        elif dataset.kind == "image":
+            written += [save_method_samples(m, model, name, out) for m, model in models.items()]
+            if models and len(models) == len(finished):
+                path = out / f"samples_{name}.png"
+                save_sample_panels(models, dataset, path)
+                written.append(path)
     return written
+
+
+def save_method_samples(method: str, model: Any, data: str, out: Path, n: int = 64) -> Path:
+    """One method's n samples as an 8-wide grid, drawn at seed 0 (the same for every method)."""
+    from ebmlab.metrics._common import seeded
+
+    with seeded(0, model.device):
+        images = model.sample(n).detach().cpu()
+    path = out / f"samples_{data}_{method}.png"
+    fig, ax = plt.subplots(figsize=(3.2, 3.5))
+    show_images(ax, images, f"{method} on {data}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def save_quality_vs_time(
