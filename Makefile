@@ -49,11 +49,11 @@ results-unseen: $(VENV)/.installed
 
 # the long suite (every method at its preset's steps on MNIST and Fashion-MNIST, Inception FID on
 # 2,000 samples) into its own section of docs/results.md: many hours on 2 CPU cores, so run it
-# again after an interruption: finished runs are kept and a cut-off run continues from its
-# last checkpoint
+# again after an interruption: finished runs are kept, a cut-off run continues from its last
+# checkpoint, and on another machine the runs already published are kept (--continue-published)
 results-long: $(VENV)/.installed
 	$(VENV)/bin/ebmlab data fetch mnist fashion-mnist animal-mnist
-	$(VENV)/bin/ebmlab bench --suite long --resume --publish docs/results.md
+	$(VENV)/bin/ebmlab bench --suite long --continue-published --publish docs/results.md
 
 # Mutation testing (docs/testing.md), never part of `make test`: every target in tools/mutants.toml
 # against its own fast tests, one thread, niced; hours in all, and it resumes where it stopped.

@@ -131,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(preset); default per suite",
     )
     bench.add_argument("--out", help="results folder (default runs/bench_<suite>)")
+    bench.add_argument("--resume", action="store_true", help="skip runs already in results.csv")
     bench.add_argument(
-        "--resume",
+        "--continue-published",
         action="store_true",
-        help="skip runs already in results.csv (or, with --publish and no results.csv in "
-        "--out, those the page already holds)",
+        help="resume; with no results.csv in --out, from the rows the --publish page holds",
     )
     bench.add_argument(
         "--jobs",
@@ -297,6 +297,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         budget=args.budget,
         out=args.out,
         resume=args.resume,
+        continue_published=args.continue_published,
         jobs=args.jobs,
         device=args.device,
         publish=args.publish,

@@ -277,7 +277,9 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
 
     monkeypatch.setattr(bench_module, "run_in_process", not_run)
     options = {"methods": ["dsm", "cd"], "data": ["digits"], "budget": "5", "progress": False}
-    out = bench("long", out=tmp_path / "fresh", resume=True, publish=page, **options)
+    with pytest.raises(EbmlabError, match="needs a page"):
+        bench("long", out=tmp_path / "fresh", continue_published=True, **options)
+    out = bench("long", out=tmp_path / "fresh", continue_published=True, publish=page, **options)
     assert ran == ["cd"]  # dsm's row was published by an earlier sitting
     rows = read_results(out / "results.csv")
     assert [(r["method"], r["status"], r["kl"]) for r in rows] == [
@@ -286,8 +288,8 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
     ]
     assert "](images/bench-long/samples_digits_dsm.png)" in page.read_text()
     ran.clear()
-    bench("long", out=tmp_path / "fresh2", resume=False, publish=page, **options)
-    assert ran == ["dsm", "cd"]  # without --resume a bench starts afresh
+    bench("long", out=tmp_path / "fresh2", resume=True, publish=page, **options)
+    assert ran == ["dsm", "cd"]  # a plain --resume measures afresh what its own out lacks
 
 
 def test_image_benches_draw_one_grid_per_method_and_skip_runs_that_are_gone(tmp_path):

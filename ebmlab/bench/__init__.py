@@ -12,9 +12,9 @@ hang or a divergence is recorded for that run and the others go on. Into the out
 - runs/<method>_<data>_s<seed>/: each run directory, with its report, spec.json, bench.json
   and worker.log.
 
-`resume=True` skips the runs already in results.csv, so an interrupted bench continues; on a
-machine that lacks the earlier `out` but has the page it published (`publish`), it continues
-from the rows published there, so a suite is finished over several sittings.
+`resume=True` skips the runs already in results.csv, so an interrupted bench continues;
+`continue_published=True` also continues, on a machine without the earlier `out`, from the rows
+the page (`publish`) already holds, so a suite is finished over several sittings.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def bench(
     budget: str | None = None,
     out: str | Path | None = None,
     resume: bool = False,
+    continue_published: bool = False,
     jobs: int | None = None,
     device: str = "auto",
     publish: str | Path | None = None,
@@ -80,9 +81,10 @@ def bench(
         budget: Per-run budget for every dataset, e.g. "120s" (training seconds) or "2000"
             (steps); default: the suite's per dataset.
         out: The results folder (default runs/bench_<suite>).
-        resume: Continue the bench in `out`, skipping runs already in its results.csv; with
-            `publish` and no results.csv in `out` (another machine), continue from the rows
-            that page's section holds, and keep their published sample grids.
+        resume: Continue the bench in `out`, skipping runs already in its results.csv.
+        continue_published: Resume, and where `out` holds no results.csv (another machine),
+            continue from the rows that `publish`'s section already holds, keeping their
+            published sample grids: a suite longer than one sitting is finished over several.
         jobs: Runs at once, each with cores/jobs threads. Default: one per core on a CPU
             (one thread each, so no run competes for another's cores), one on a GPU.
         device: Device of every run (auto, cpu, cuda, cuda:N).
@@ -100,12 +102,15 @@ def bench(
     datasets = load_datasets(data or list(SUITES[suite].budgets))
     kinds = {name: dataset.kind for name, dataset in datasets.items()}
     specs = plan_runs(SUITES[suite], out, methods, kinds, seeds, budget, device)
+    if continue_published and publish is None:
+        raise EbmlabError("continue_published (--continue-published) needs a page to publish to")
+    resume = resume or continue_published
     rows = read_results(out / "results.csv")
     if rows and not resume:
         raise EbmlabError(
             f"{out} already holds a bench; pass resume=True (--resume) or another out"
         )
-    if resume and not rows and publish is not None:
+    if continue_published and not rows:
         rows = published_rows(Path(publish), section_name(suite))
     todo = pending(specs, rows)
     out.mkdir(parents=True, exist_ok=True)
