@@ -167,6 +167,14 @@ def check_positive(**options: float | None) -> None:
             raise EbmlabError(f"{name} must be positive, got {value!r}")
 
 
+def check_open_unit(**options: float | None) -> None:
+    """Raise EbmlabError naming the first option not strictly between 0 and 1 (NaN included);
+    None passes. Call as check_open_unit(name=value, ...)."""
+    for name, value in options.items():
+        if value is not None and not 0 < value < 1:
+            raise EbmlabError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+
+
 def check_at_least(**options: tuple[float | None, float]) -> None:
     """Raise EbmlabError naming the first option below its least allowed value (NaN included);
     None passes. Call as check_at_least(name=(value, least), ...)."""

@@ -273,7 +273,8 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
 
     def not_run(spec, threads):
         ran.append(spec.method)
-        return {**dataclasses.asdict(spec), "status": "failed", "error": "not run", "curve": []}
+        Path(spec.run_dir).mkdir(parents=True)
+        return bench_module.failure(spec, "not run", Path(spec.run_dir) / "bench.json")
 
     monkeypatch.setattr(bench_module, "run_in_process", not_run)
     options = {"methods": ["dsm", "cd"], "data": ["digits"], "budget": "5", "progress": False}
@@ -287,6 +288,7 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
         ("cd", "failed", ""),
     ]
     assert "](images/bench-long/samples_digits_dsm.png)" in page.read_text()
+    assert "1 of the 2 rows (dsm) were measured in an earlier sitting" in page.read_text()
     ran.clear()
     bench("long", out=tmp_path / "fresh2", resume=True, publish=page, **options)
     assert ran == ["dsm", "cd"]  # a plain --resume measures afresh what its own out lacks

@@ -1,6 +1,8 @@
 """DSM's estimator, checked on a model with a closed form: the DSM class must find the energy of
 the data smoothed by N(0, sigma^2 I), and sample exp(-E) at temperature 1."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -92,3 +94,55 @@ def test_sample_steps_from_zero_up():
     Config(sample_steps=0)
     with pytest.raises(EbmlabError):
         Config(sample_steps=-1)
+
+
+BRIDGE, SHARE = 1.2, 0.2
+
+
+class SmoothedMixture(nn.Module):
+    """E(x) = -log((1 - w) N(x; 0, v1 I) + w N(x; 0, v2 I)), with the weight w as parameter."""
+
+    def __init__(self, w: float, v1: float, v2: float):
+        super().__init__()
+        self.w, self.variances = nn.Parameter(torch.tensor(w)), (v1, v2)
+
+    def forward(self, x):
+        sq, dim = x.flatten(1).pow(2).sum(1), x[0].numel()
+        logs = [-sq / (2 * v) - dim / 2 * math.log(2 * math.pi * v) for v in self.variances]
+        weights = torch.stack([1 - self.w, self.w]).log()
+        return -torch.logsumexp(torch.stack(logs, 1) + weights, 1)
+
+
+def test_the_bridged_loss_is_smallest_at_the_mixture_of_the_two_smoothed_densities():
+    """With the bridge, the loss is the unweighted Fisher loss over the two levels: among
+    mixtures (1 - w) p_sigma + w p_sigma' of the smoothed data's densities it is smallest at
+    w = b, the bridge's share (weighting each level by its own sigma^2 would move it to
+    b sigma'^2 / ((1 - b) sigma^2 + b sigma'^2) = 0.8 here)."""
+    x = DATA_STD * torch.randn(40_000, 2, generator=torch.Generator().manual_seed(0))
+    variances = (DATA_STD**2 + SIGMA**2, DATA_STD**2 + BRIDGE**2)
+
+    def loss_at(w):
+        method = tiny_method("dsm", sigma=SIGMA, bridge_sigma=BRIDGE, bridge_share=SHARE)
+        method.energy_net = SmoothedMixture(float(w), *variances)
+        method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.0)
+        torch.manual_seed(1)  # the same eps and levels for every w
+        return float(method.train_step(x, 0)["loss"])
+
+    grid = torch.linspace(0.04, 0.9, 44)
+    losses = torch.tensor([loss_at(w) for w in grid])
+    assert float(grid[losses.argmin()]) == pytest.approx(SHARE, abs=0.06)
+
+
+def test_the_bridge_noises_its_share_of_examples_at_its_level():
+    method = tiny_method("dsm", sigma=SIGMA, bridge_sigma=BRIDGE, bridge_share=SHARE)
+    torch.manual_seed(0)
+    levels = method.noise_levels(torch.zeros(20_000, 2))
+    assert levels.shape == (20_000, 1)
+    assert levels.unique().tolist() == pytest.approx([SIGMA, BRIDGE])
+    assert float((levels == BRIDGE).float().mean()) == pytest.approx(SHARE, abs=0.01)
+    assert torch.all(tiny_method("dsm", sigma=SIGMA).noise_levels(torch.zeros(5, 2)) == SIGMA)
+    for bad in (0.0, 1.0, float("nan")):
+        with pytest.raises(EbmlabError, match="bridge_share"):
+            Config(bridge_sigma=BRIDGE, bridge_share=bad)
+    with pytest.raises(EbmlabError, match="bridge_sigma"):
+        Config(bridge_sigma=0.0)

@@ -319,15 +319,16 @@ def write_outputs(
     }
     datasets |= load_datasets(set(dict.fromkeys(row["data"] for row in rows)) - set(datasets))
     kinds = {name: dataset.kind for name, dataset in datasets.items()}
+    carried = [row for row in rows if not (run_dirs[run_key(row)] / "bench.json").is_file()]
     figures = save_model_figures(rows, run_dirs, datasets, out)
     save_quality_vs_time(rows, run_dirs, kinds, out / "quality_vs_time.png")
     figures.insert(0, out / "quality_vs_time.png")
-    (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, prefix=""))
+    (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, "", carried))
     if publish is not None:
         earlier = earlier_sample_grids(rows, Path(publish).parent / "images" / section, figures)
         publish_page(
             Path(publish),
-            page(rows, kinds, command, figures + earlier, prefix=f"images/{section}/"),
+            page(rows, kinds, command, figures + earlier, f"images/{section}/", carried),
             [*figures, out / "results.csv"],
             section,
         )
@@ -353,12 +354,14 @@ def order_rows(rows: list[dict[str, Any]], specs: list[RunSpec]) -> list[dict[st
     return sorted(rows, key=lambda row: rank.get(run_key(row), len(rank)))
 
 
-def page(rows, kinds, command: str, figures: list[Path], prefix: str) -> str:
+def page(rows, kinds, command: str, figures: list[Path], prefix: str, carried=()) -> str:
+    """The leaderboard page; `carried` are the rows of earlier sittings, said as such."""
     header = "\n".join(
         [
             "# ebmlab bench",
             "",
-            f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}.",
+            f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}."
+            + carried_note(rows, carried),
             "",
             "Each run trains in its own process with its method's preset for the data, for the "
             "budget given (`90s`: seconds of training; `2000 steps`: iterations; `preset`: the "
@@ -374,6 +377,17 @@ def page(rows, kinds, command: str, figures: list[Path], prefix: str) -> str:
     for figure in figures:
         lines += [f"![{figure.stem}]({prefix}{figure.name})", ""]
     return text + "\n".join(lines)
+
+
+def carried_note(rows, carried) -> str:
+    """One sentence on the rows measured in an earlier sitting, or nothing."""
+    if not carried:
+        return ""
+    methods = ", ".join(dict.fromkeys(row["method"] for row in carried))
+    return (
+        f" {len(carried)} of the {len(rows)} rows ({methods}) were measured in an earlier "
+        "sitting and carried over from the published results.csv (`--continue-published`)."
+    )
 
 
 def machine() -> str:

@@ -6,19 +6,30 @@ Computation 2011; for energy networks, S. Saremi, A. Mehrjou, B. Schoelkopf and 
 
 Notation (paper -> code)
     E_theta(x)                      self.energy_net, public `energy(x)`
-    sigma                           cfg.sigma (the one noise level)
-    x~ = x + sigma * eps            x_noisy
+    sigma                           cfg.sigma (the noise level)
+    sigma', b                       cfg.bridge_sigma, cfg.bridge_share (off by default)
+    sigma_i                         noise_levels(x): sigma, or sigma' with probability b
+    x~ = x + sigma_i * eps          x_noisy
     s_theta(x~) = -grad_x~ E(x~)    score (create_graph=True: the loss differentiates it)
-    grad log q_sigma(x~ | x)        -(x~ - x) / sigma^2 = -eps / sigma
+    grad log q_sigma(x~ | x)        -(x~ - x) / sigma_i^2 = -eps / sigma_i
+    p_sigma                         the data density smoothed by N(0, sigma^2 I)
 
-One call of `train_step` (Vincent 2011, Eq. 8, weighted by sigma^2 as in Song & Ermon 2019):
-    eps ~ N(0, I);  x~ = x + sigma * eps
-    L = 1/2 * mean || sigma * s_theta(x~) + eps ||^2
+One call of `train_step` (Vincent 2011, Eq. 8, times the constant sigma^2):
+    eps ~ N(0, I);  sigma_i = sigma' with probability b, else sigma;  x~ = x + sigma_i * eps
+    L = 1/2 * mean_i || sigma * s_theta(x~_i) + (sigma / sigma_i) * eps_i ||^2
     theta <- Adam(theta, grad L)
 
-No sample is drawn during training. The model learns the data density smoothed by
-N(0, sigma^2 I). Sampling a trained model (`sample`) runs unadjusted Langevin on E at temperature 1
-(noise sqrt(2 * step_size)) from the uniform initial distribution.
+No sample is drawn during training. With one level (b = 0) the model learns p_sigma. With the
+bridge, L is the unweighted Fisher loss over the two levels, whose minimiser is the score of the
+mixture (1 - b) p_sigma + b p_sigma' (the levels' terms add, each weighted by its own density):
+a proper density, close to p_sigma where the data are, whose broad part covers the gaps between
+separated modes, where one small level leaves the score, and so the modes' relative depths,
+unconstrained (Wenliang & Kanagawa 2020, "Blindness of score-based methods to isolated
+components and mixing proportions"). Weighting each level by its own sigma_i^2 instead, as
+Song & Ermon 2019 do for sampling, would weight the mixture towards the largest level.
+
+Sampling a trained model (`sample`) runs unadjusted Langevin on E at temperature 1 (noise
+sqrt(2 * step_size)) from the uniform initial distribution.
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ebmlab.config import check_at_least, check_positive
+from ebmlab.config import check_at_least, check_open_unit, check_positive
 from ebmlab.methods.base import Method, data_box, detached
 from ebmlab.nets import build_energy
 from ebmlab.samplers import Langevin, energy_grad, frozen_params
@@ -41,6 +52,8 @@ class Config:
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     sigma: float = 0.1  # the noise level, in model units
+    bridge_sigma: float | None = None  # sigma', a second, wider level that bridges modes
+    bridge_share: float = 0.1  # b, the probability of sigma' per example
     grad_clip: float | None = None  # clip of the parameters' gradient norm
     sample_steps: int = 500  # Langevin chain length for `sample`
     sample_step_size: float = 1e-3
@@ -49,6 +62,9 @@ class Config:
 
     def __post_init__(self):
         check_positive(sigma=self.sigma, sample_step_size=self.sample_step_size)
+        if self.bridge_sigma is not None:
+            check_positive(bridge_sigma=self.bridge_sigma)
+            check_open_unit(bridge_share=self.bridge_share)
         check_at_least(sample_steps=(self.sample_steps, 0))
 
 
@@ -70,13 +86,24 @@ class DSM(Method):
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
         eps = torch.randn_like(x)
-        x_noisy = x + self.cfg.sigma * eps
+        sigma_i = self.noise_levels(x)
+        x_noisy = x + sigma_i * eps
         _, grad_e = energy_grad(self.energy_net, x_noisy, create_graph=True)
         score = -grad_e  # s_theta(x~) = -grad E
-        per_example = (self.cfg.sigma * score + eps).flatten(1).pow(2).sum(1)
-        loss = 0.5 * per_example.mean()  # Eq. 8, sigma^2-weighted
+        sigma = self.cfg.sigma
+        per_example = (sigma * score + (sigma / sigma_i) * eps).flatten(1).pow(2).sum(1)
+        loss = 0.5 * per_example.mean()  # Eq. 8 over the levels, times the constant sigma^2
         self.update("energy", loss, clip=self.cfg.grad_clip)
         return detached(loss=loss)
+
+    def noise_levels(self, x: Tensor) -> Tensor:
+        """sigma_i per example, shaped to broadcast over x: sigma, or sigma' with probability b."""
+        shape = (len(x),) + (1,) * (x.ndim - 1)
+        sigma_i = torch.full(shape, self.cfg.sigma, device=x.device)
+        if self.cfg.bridge_sigma is None:
+            return sigma_i
+        bridged = torch.rand(shape, device=x.device) < self.cfg.bridge_share
+        return sigma_i.masked_fill(bridged, self.cfg.bridge_sigma)
 
     def sample(self, n: int) -> Tensor:
         low, high = self.cfg.init_low, self.cfg.init_high
