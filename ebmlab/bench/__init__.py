@@ -129,8 +129,8 @@ def section_name(suite: str) -> str:
 
 def published_rows(page: Path, section: str) -> list[dict[str, Any]]:
     """The rows that an earlier sitting published to `page` (its images/<section>/results.csv):
-    on a machine without that sitting's `out`, `--resume` continues from them, so that a suite
-    longer than one sitting (the long one on a CPU) is finished over several."""
+    on a machine without that sitting's `out`, `--continue-published` continues from them, so
+    that a suite longer than one sitting (the long one on a CPU) is finished over several."""
     return read_results(page.parent / "images" / section / "results.csv")
 
 
