@@ -70,6 +70,32 @@ def test_samples_follow_exp_minus_e_at_temperature_one():
     assert float(samples.var()) == pytest.approx(1 / 4.0, rel=0.06)
 
 
+class ShiftedQuadratic(Quadratic):
+    """E(x) = a |x - m|^2 / 2: the energy of N(m, I / a)."""
+
+    def __init__(self, a: float, m: float):
+        super().__init__(a)
+        self.m = m
+
+    def forward(self, x):
+        return super().forward(x - self.m)
+
+
+def test_the_denoising_jump_is_tweedies_posterior_mean():
+    """With `sample_denoise` the chains of p_sigma = N(m, (s^2 + sigma^2) I) end with
+    y - sigma^2 grad E(y) = E[x | y], distributed N(m, s^4 / (s^2 + sigma^2) I) in closed form
+    (a sign slip or sigma for sigma^2 moves the variance, a lost m the mean)."""
+    smoothed = DATA_STD**2 + SIGMA**2
+    method = tiny_method(
+        "dsm", sigma=SIGMA, sample_steps=1500, sample_step_size=0.05, sample_denoise=True
+    )
+    method.energy_net = ShiftedQuadratic(1 / smoothed, 0.5)
+    torch.manual_seed(0)
+    samples = method.sample(4000)
+    assert float(samples.mean()) == pytest.approx(0.5, abs=0.03)
+    assert float(samples.var()) == pytest.approx(DATA_STD**4 / smoothed, rel=0.06)
+
+
 def test_sampling_chains_start_from_the_uniform_box():
     """`sample`'s chains start from U[init_low, init_high]^D (seen through zero steps)."""
     x0 = tiny_method("dsm", sample_steps=0).sample(20_000)

@@ -29,7 +29,13 @@ components and mixing proportions"). Weighting each level by its own sigma_i^2 i
 Song & Ermon 2019 do for sampling, would weight the mixture towards the largest level.
 
 Sampling a trained model (`sample`) runs unadjusted Langevin on E at temperature 1 (noise
-sqrt(2 * step_size)) from the uniform initial distribution.
+sqrt(2 * step_size)) from the uniform initial distribution: samples of p_sigma, the data plus
+noise. With `sample_denoise` the chains' ends then take the "jump" of walk-jump sampling
+(S. Saremi and A. Hyvaerinen, "Neural Empirical Bayes", JMLR 2019, Eq. 7), Tweedie's estimate
+of the clean point that the noisy one came from:
+    x^(y) = E[x | y] = y + sigma^2 grad log p_sigma(y) = y - sigma^2 grad_y E(y)
+It removes the noise (images); it also shrinks each mode by s^2 / (s^2 + sigma^2) in variance
+(for data N(m, s^2) the jumped points are N(m, s^4 / (s^2 + sigma^2))), so it is off for points.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Config:
     sample_step_size: float = 1e-3
     init_low: float = -1.0  # chains for `sample` start from U[init_low, init_high]^D
     init_high: float = 1.0
+    sample_denoise: bool = False  # end `sample` with Tweedie's jump y - sigma^2 grad E(y)
 
     def __post_init__(self):
         check_positive(sigma=self.sigma, sample_step_size=self.sample_step_size)
@@ -114,4 +121,7 @@ class DSM(Method):
             clamp=data_box(self.data_shape),
         )
         with frozen_params(self.energy_net):
-            return langevin(self.energy_net, x0)[0]
+            noisy = langevin(self.energy_net, x0)[0]
+            if not self.cfg.sample_denoise:
+                return noisy
+            return noisy - self.cfg.sigma**2 * energy_grad(self.energy_net, noisy)[1]
