@@ -115,13 +115,13 @@ class DSM(Method):
     def sample(self, n: int) -> Tensor:
         low, high = self.cfg.init_low, self.cfg.init_high
         x0 = torch.rand(n, *self.data_shape, device=self.device) * (high - low) + low
+        box = data_box(self.data_shape)
         langevin = Langevin(
-            steps=self.cfg.sample_steps,
-            step_size=self.cfg.sample_step_size,
-            clamp=data_box(self.data_shape),
+            steps=self.cfg.sample_steps, step_size=self.cfg.sample_step_size, clamp=box
         )
         with frozen_params(self.energy_net):
             noisy = langevin(self.energy_net, x0)[0]
             if not self.cfg.sample_denoise:
                 return noisy
-            return noisy - self.cfg.sigma**2 * energy_grad(self.energy_net, noisy)[1]
+            jumped = noisy - self.cfg.sigma**2 * energy_grad(self.energy_net, noisy)[1]
+            return jumped if box is None else jumped.clamp(*box)  # in the chains' box
