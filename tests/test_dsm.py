@@ -172,3 +172,92 @@ def test_the_bridge_noises_its_share_of_examples_at_its_level():
             Config(bridge_sigma=BRIDGE, bridge_share=bad)
     with pytest.raises(EbmlabError, match="bridge_sigma"):
         Config(bridge_sigma=0.0)
+
+
+SIGMA_MAX, LEVELS = 1.2, 3  # levels 1.2, 0.6, 0.3 (geometric down to SIGMA)
+
+
+def annealed_dsm(**overrides):
+    return tiny_method("dsm", sigma=SIGMA, sigma_max=SIGMA_MAX, levels=LEVELS, **overrides)
+
+
+def test_annealed_levels_are_geometric_and_drawn_uniformly():
+    method = annealed_dsm()
+    assert method.annealed_levels() == pytest.approx([1.2, 0.6, 0.3])
+    assert dsm_with_quadratic(1.0).annealed_levels() == [SIGMA]
+    torch.manual_seed(0)
+    drawn = method.noise_levels(torch.zeros(30_000, 2))
+    assert drawn.shape == (30_000, 1)
+    for level in (1.2, 0.6, 0.3):
+        assert float((drawn - level).abs().lt(1e-6).float().mean()) == pytest.approx(
+            1 / 3, abs=0.01
+        )
+
+
+def test_the_annealed_loss_is_smallest_at_the_sigma_squared_weighted_quadratic():
+    """Annealed, the energy at level sigma_i is (sigma / sigma_i) E and level i's loss is
+    weighted by sigma_i^2. For data N(0, s^2 I) and E = a |x|^2 / 2 the expected loss per
+    dimension is sum_i sigma^2 a^2 s^2 + (1 - sigma a sigma_i)^2, smallest at
+    a = sum sigma_i / (sigma (L s^2 + sum sigma_i^2)) = 1.84; the unweighted loss of the bridge
+    would put it at L / (L s^2 + sum sigma_i^2) = 0.79."""
+    x = DATA_STD * torch.randn(40_000, 2, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([1.2, 0.6, 0.3])
+    best = float(levels.sum() / (SIGMA * (LEVELS * DATA_STD**2 + levels.pow(2).sum())))
+
+    def loss_at(a):
+        method = annealed_dsm()
+        method.energy_net = Quadratic(float(a))
+        method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.0)
+        torch.manual_seed(1)  # the same eps and levels for every a
+        return float(method.train_step(x, 0)["loss"])
+
+    grid = torch.linspace(0.6, 1.4, 33) * best
+    losses = torch.tensor([loss_at(a) for a in grid])
+    assert float(grid[losses.argmin()]) == pytest.approx(best, rel=0.04)
+
+
+def test_annealed_langevin_tempers_e_by_each_level_and_ends_at_temperature_one():
+    """Level i's chain is Langevin on E at temperature sigma_i / sigma (alpha_i = step
+    (sigma_i / sigma)^2 on the level's energy E sigma / sigma_i): for E = a |x|^2 / 2 the widest
+    level alone gives N(0, 4 / a), the whole annealed sampler N(0, 1 / a), each up to the
+    unadjusted chain's own bias: variance T / (a (1 - h a / 2)) at the step h on E."""
+    method = annealed_dsm(sample_steps=1500, sample_step_size=0.01)
+    method.energy_net = Quadratic(4.0)
+    chains = method.chains_per_level(None)
+    assert [c.temperature for c in chains] == pytest.approx([4.0, 2.0, 1.0])
+    assert [c.step_size for c in chains] == pytest.approx([0.04, 0.02, 0.01])
+    torch.manual_seed(0)
+    widest = chains[0](method.energy_net, torch.zeros(4000, 2))[0]
+    assert float(widest.var()) == pytest.approx(4.0 / (4.0 * (1 - 0.04 * 4.0 / 2)), rel=0.04)
+    samples = method.sample(4000)
+    assert float(samples.mean()) == pytest.approx(0.0, abs=0.03)
+    assert float(samples.var()) == pytest.approx(1 / (4.0 * (1 - 0.01 * 4.0 / 2)), rel=0.04)
+
+
+def test_annealing_needs_a_wider_top_level_two_levels_and_no_bridge():
+    for bad, match in (
+        ({"sigma_max": 0.05}, "sigma_max"),
+        ({"sigma_max": 1.0, "levels": 1}, "levels"),
+        ({"sigma_max": 1.0, "bridge_sigma": 1.0}, "bridge_sigma"),
+    ):
+        with pytest.raises(EbmlabError, match=match):
+            Config(sigma=0.1, **bad)
+
+
+def test_the_denoising_jump_stays_in_the_images_box():
+    """On images the jump's output is clamped to [-1, 1] like every Langevin step: a steep
+    quadratic centred outside the box pulls the chains to its edge, and the jump
+    y - sigma^2 grad E(y) would carry them past it."""
+    method = tiny_method(
+        "dsm",
+        shape=(1, 4, 4),
+        sigma=SIGMA,
+        sample_steps=50,
+        sample_step_size=0.01,
+        sample_denoise=True,
+    )
+    method.energy_net = ShiftedQuadratic(50.0, 3.0)
+    torch.manual_seed(0)
+    samples = method.sample(64)
+    assert samples.shape == (64, 1, 4, 4)
+    assert float(samples.max()) == 1.0 and float(samples.min()) >= -1.0
