@@ -141,6 +141,22 @@ def test_entropy_term_of_a_linear_generator_against_its_closed_form(entropy):
     )
 
 
+def test_the_exact_entropy_stays_finite_for_an_ill_conditioned_jacobian():
+    """1/2 log det(J^T J) = sum_i log s_i(J): forming J^T J squares J's condition number, and
+    at singular values 10 and 1e-4 (condition 1e5, squared 1e10, past float32's 1e7) its
+    determinant rounds to zero, -inf, and training turned NaN (bounds on unseen-59)."""
+    generator = torch.Generator().manual_seed(0)
+    left = torch.linalg.qr(torch.randn(4, 2, generator=generator)).Q
+    right = torch.linalg.qr(torch.randn(2, 2, generator=generator)).Q  # J^T J not diagonal
+    method = bounds((4,), z_dim=2, entropy="logdet")
+    method.generator = linear(left @ torch.diag(torch.tensor([10.0, 1e-4])) @ right)
+    z = torch.randn(3, 2, requires_grad=True)
+    h = method.entropy_term(z)
+    torch.testing.assert_close(h, torch.full((3,), math.log(10.0 * 1e-4)), rtol=0, atol=0.02)
+    (grad,) = torch.autograd.grad(h.sum(), method.generator.weight)
+    assert torch.isfinite(grad).all()
+
+
 # ---------------------------------------------------------------- the upper bound
 
 
