@@ -21,6 +21,7 @@ Notation (paper -> code)
 One call of `train_step` (Vincent 2011, Eq. 8, times the constant sigma^2):
     eps ~ N(0, I);  sigma_i = sigma' with probability b, else sigma;  x~ = x + sigma_i * eps
     L = 1/2 * mean_i || sigma * s_theta(x~_i) + (sigma / sigma_i) * eps_i ||^2
+    (annealed: sigma_i uniform over the L levels and the weight sigma / sigma_i becomes 1, below)
     theta <- Adam(theta, grad L)
 
 No sample is drawn during training. With one level (b = 0) the model learns p_sigma. With the
@@ -127,16 +128,19 @@ class DSM(Method):
         _, grad_e = energy_grad(self.energy_net, x_noisy, create_graph=True)
         score = -grad_e  # s_theta(x~) = -grad E
         sigma = self.cfg.sigma
-        annealed = self.cfg.sigma_max is not None
-        eps_weight = 1.0 if annealed else sigma / sigma_i  # sigma_i^2-weighted, else unweighted
+        eps_weight = 1.0 if self.annealed else sigma / sigma_i  # sigma_i^2-weighted, or unweighted
         per_example = (sigma * score + eps_weight * eps).flatten(1).pow(2).sum(1)
         loss = 0.5 * per_example.mean()  # Eq. 8 over the levels, times the constant sigma^2
         self.update("energy", loss, clip=self.cfg.grad_clip)
         return detached(loss=loss)
 
+    @property
+    def annealed(self) -> bool:
+        return self.cfg.sigma_max is not None
+
     def annealed_levels(self) -> list[float]:
         """sigma_1 > ... > sigma_L = sigma, geometric; [sigma] alone when not annealed."""
-        if self.cfg.sigma_max is None:
+        if not self.annealed:
             return [self.cfg.sigma]
         return np.geomspace(self.cfg.sigma_max, self.cfg.sigma, self.cfg.levels).tolist()
 
@@ -144,7 +148,7 @@ class DSM(Method):
         """sigma_i per example, shaped to broadcast over x: sigma; sigma' with probability b
         (bridge); one of the annealed levels, uniformly."""
         shape = (len(x),) + (1,) * (x.ndim - 1)
-        if self.cfg.sigma_max is not None:
+        if self.annealed:
             levels = torch.tensor(self.annealed_levels(), device=x.device)
             return levels[torch.randint(len(levels), shape, device=x.device)]
         sigma_i = torch.full(shape, self.cfg.sigma, device=x.device)
