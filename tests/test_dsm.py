@@ -261,3 +261,25 @@ def test_the_denoising_jump_stays_in_the_images_box():
     samples = method.sample(64)
     assert samples.shape == (64, 1, 4, 4)
     assert float(samples.max()) == 1.0 and float(samples.min()) >= -1.0
+
+
+def test_annealed_chains_on_images_run_unclamped_and_only_their_ends_are_clamped():
+    """Level i's target p_sigma_i reaches sigma_i past the images' box [-1, 1], so the annealed
+    chains are not clamped (Song & Ermon 2019, Algorithm 1): for E = |x|^2 / 2 the widest
+    level's chain (temperature 4, variance 4) leaves the box; the samples it ends in are in it."""
+    method = tiny_method(
+        "dsm",
+        shape=(1, 4, 4),
+        sigma=SIGMA,
+        sigma_max=SIGMA_MAX,
+        levels=LEVELS,
+        sample_steps=300,
+        sample_step_size=0.01,
+    )
+    method.energy_net = Quadratic(1.0)
+    chains = method.chains_per_level((-1.0, 1.0))
+    torch.manual_seed(0)
+    widest = chains[0](method.energy_net, torch.zeros(500, 1, 4, 4))[0]
+    assert float(widest.var()) == pytest.approx(4.0, rel=0.1)
+    samples = method.sample(500)
+    assert float(samples.min()) == -1.0 and float(samples.max()) == 1.0

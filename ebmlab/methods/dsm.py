@@ -47,7 +47,9 @@ sqrt(2 * step_size)) from the uniform initial distribution: samples of p_sigma, 
 noise. Annealed, it is Song & Ermon's annealed Langevin (2019, Algorithm 1): sample_steps steps
 per level from sigma_1 down, each of step alpha_i = step_size (sigma_i / sigma)^2 on the level's
 energy, that is Langevin on E with the step step_size sigma_i / sigma at the temperature
-sigma_i / sigma: the wide levels are E tempered, the last is exp(-E) itself.
+sigma_i / sigma: the wide levels are E tempered, the last is exp(-E) itself. As in Algorithm 1
+the annealed chains are not clamped to the images' box [-1, 1] (p_sigma_i reaches sigma_i past
+it; on MNIST, clamped chains piled up at +1 and ended as white blobs); their ends are.
 
 With `sample_denoise` the chains' ends then take the "jump" of walk-jump sampling (S. Saremi
 and A. Hyvaerinen, "Neural Empirical Bayes", JMLR 2019, Eq. 7), Tweedie's estimate of the
@@ -162,17 +164,17 @@ class DSM(Method):
         x0 = torch.rand(n, *self.data_shape, device=self.device) * (high - low) + low
         box = data_box(self.data_shape)
         with frozen_params(self.energy_net):
-            noisy = x0
+            x = x0
             for langevin in self.chains_per_level(box):
-                noisy = langevin(self.energy_net, noisy)[0]
-            if not self.cfg.sample_denoise:
-                return noisy
-            jumped = noisy - self.cfg.sigma**2 * energy_grad(self.energy_net, noisy)[1]
-            return jumped if box is None else jumped.clamp(*box)  # in the chains' box
+                x = langevin(self.energy_net, x)[0]
+            if self.cfg.sample_denoise:
+                x = x - self.cfg.sigma**2 * energy_grad(self.energy_net, x)[1]  # Tweedie's jump
+            return x if box is None else x.clamp(*box)
 
     def chains_per_level(self, box: tuple[float, float] | None) -> list[Langevin]:
         """Langevin on E per level, widest first: step step_size * r at temperature r, where
-        r = sigma_i / sigma (alpha_i = step_size r^2 on the level's energy E / r)."""
+        r = sigma_i / sigma (alpha_i = step_size r^2 on the level's energy E / r). Annealed
+        chains run unclamped: level i's target p_sigma_i reaches sigma_i past the data's box."""
         step = self.cfg.sample_step_size
         ratios = [level / self.cfg.sigma for level in self.annealed_levels()]
         return [
@@ -180,7 +182,7 @@ class DSM(Method):
                 steps=self.cfg.sample_steps,
                 step_size=step * r,
                 noise=math.sqrt(2 * step) * r,
-                clamp=box,
+                clamp=None if self.annealed else box,
             )
             for r in ratios
         ]
