@@ -311,3 +311,43 @@ def test_image_benches_draw_one_grid_per_method_and_skip_runs_that_are_gone(tmp_
     assert (tmp_path / "samples_digits_dsm.png").stat().st_size > 5_000
     written = save_model_figures(rows[:1], run_dirs, datasets, tmp_path)
     assert [path.name for path in written] == ["samples_digits_dsm.png", "samples_digits.png"]
+
+
+def test_a_figure_of_all_methods_is_kept_from_the_page_while_some_of_its_runs_are_gone(tmp_path):
+    import ebmlab
+    from ebmlab.bench import earlier_figures, in_page_order
+    from ebmlab.bench.figures import save_model_figures
+    from ebmlab.data import load_dataset
+
+    here = tmp_path / "runs/dsm"
+    ebmlab.train("dsm", "8gaussians", steps=3, out=here, evaluate=False, progress=False)
+    rows = [
+        {**row, "data": "8gaussians"}
+        for row in rows_of([("cd", 0, "ok", 0.3), ("dsm", 0, "ok", 0.2)])
+    ]
+    run_dirs = {("dsm", "8gaussians", 0): here, ("cd", "8gaussians", 0): tmp_path / "runs/gone"}
+    datasets = {"8gaussians": load_dataset("8gaussians")}
+    assert save_model_figures(rows, run_dirs, datasets, tmp_path) == []
+    assert [p.name for p in save_model_figures(rows[1:], run_dirs, datasets, tmp_path)] == [
+        "density_8gaussians.png"
+    ]
+    published = tmp_path / "docs/images/bench"
+    published.mkdir(parents=True)
+    for name in ["density_8gaussians.png", "samples_d_cd.png", "samples_d.png", "other.png"]:
+        (published / name).write_bytes(b"png")
+    image_rows = rows_of([("cd", 0, "ok", 0.3), ("dsm", 0, "ok", 0.2)])
+    drawn = [tmp_path / "quality_vs_time.png", tmp_path / "samples_d_dsm.png"]
+    kept = earlier_figures(rows + image_rows, published, drawn)
+    assert sorted(p.name for p in kept) == [
+        "density_8gaussians.png",
+        "samples_d.png",
+        "samples_d_cd.png",
+    ]
+    ordered = in_page_order(drawn + kept, rows + image_rows)
+    assert [p.name for p in ordered] == [
+        "quality_vs_time.png",
+        "density_8gaussians.png",
+        "samples_d_cd.png",
+        "samples_d_dsm.png",
+        "samples_d.png",
+    ]

@@ -325,27 +325,45 @@ def write_outputs(
     figures.insert(0, out / "quality_vs_time.png")
     (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, "", carried))
     if publish is not None:
-        earlier = earlier_sample_grids(rows, Path(publish).parent / "images" / section, figures)
+        earlier = earlier_figures(rows, Path(publish).parent / "images" / section, figures)
+        shown = in_page_order(figures + earlier, rows)
         publish_page(
             Path(publish),
-            page(rows, kinds, command, figures + earlier, f"images/{section}/", carried),
+            page(rows, kinds, command, shown, f"images/{section}/", carried),
             [*figures, out / "results.csv"],
             section,
         )
 
 
-def earlier_sample_grids(
-    rows: list[dict[str, Any]], folder: Path, figures: list[Path]
-) -> list[Path]:
-    """The per-method sample grids already published in `folder` for finished rows that this
-    sitting drew no figure for (rows carried over from an earlier sitting)."""
+def earlier_figures(rows: list[dict[str, Any]], folder: Path, figures: list[Path]) -> list[Path]:
+    """The model figures already published in `folder` for finished rows that this sitting
+    drew no figure for (rows carried over from an earlier sitting): the per-method sample
+    grids, and a dataset's figure of all methods where not all of their runs are here."""
     names = {figure.name for figure in figures}
-    grids = [
-        folder / f"samples_{row['data']}_{row['method']}.png"
+    candidates = [
+        folder / name
         for row in rows
         if row["status"] == "ok"
+        for name in (
+            f"samples_{row['data']}_{row['method']}.png",
+            f"samples_{row['data']}.png",
+            f"density_{row['data']}.png",
+        )
     ]
-    return [g for g in dict.fromkeys(grids) if g.name not in names and g.is_file()]
+    return [f for f in dict.fromkeys(candidates) if f.name not in names and f.is_file()]
+
+
+def in_page_order(figures: list[Path], rows: list[dict[str, Any]]) -> list[Path]:
+    """`figures` as a sitting that drew them all would list them: quality against time, then
+    per dataset (in the rows' order) its density panels, method grids and all-method grid."""
+    data = list(dict.fromkeys(row["data"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    names = ["quality_vs_time.png"]
+    for d in data:
+        names += [f"density_{d}.png", *(f"samples_{d}_{m}.png" for m in methods)]
+        names.append(f"samples_{d}.png")
+    rank = {name: i for i, name in enumerate(names)}
+    return sorted(figures, key=lambda figure: rank.get(figure.name, len(rank)))
 
 
 def order_rows(rows: list[dict[str, Any]], specs: list[RunSpec]) -> list[dict[str, Any]]:

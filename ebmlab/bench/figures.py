@@ -22,11 +22,13 @@ LOG_FLOOR = 1e-5
 def save_model_figures(
     rows: list[dict[str, Any]], run_dirs: dict[tuple, Path], datasets: dict, out: Path
 ) -> list[Path]:
-    """Per 2D dataset one density panel per method; per image dataset one grid of 64 samples
-    per method (`samples_<data>_<method>.png`, each drawn at seed 0) and, when every finished
-    method's run is here, all of them beside the data (`samples_<data>.png`). Each method's
-    first finished seed is drawn; a row whose run directory is gone (one carried over from an
-    earlier sitting, see `ebmlab.bench`) has no figure here. Returns the files written."""
+    """Per 2D dataset one density panel per method (`density_<data>.png`); per image dataset
+    one grid of 64 samples per method (`samples_<data>_<method>.png`, each drawn at seed 0) and
+    all of them beside the data (`samples_<data>.png`). Each method's first finished seed is
+    drawn; a row whose run directory is gone (one carried over from an earlier sitting, see
+    `ebmlab.bench`) has no figure here, and a figure of all methods is drawn only when every
+    finished method's run is here, so that it never shows some of them as if they were all.
+    Returns the files written."""
     import ebmlab
     from ebmlab import checkpoints
 
@@ -40,13 +42,14 @@ def save_model_figures(
             continue
         here = {m: d for m, d in finished.items() if checkpoints.paths(d)}
         models = {m: ebmlab.load(d).method for m, d in here.items()}
-        if dataset.kind == "toy2d" and models:
+        every_method_here = bool(models) and len(models) == len(finished)
+        if dataset.kind == "toy2d" and every_method_here:
             path = out / f"density_{name}.png"
             save_density_comparison(models, dataset, path)
             written.append(path)
         elif dataset.kind == "image":
             written += [save_method_samples(m, model, name, out) for m, model in models.items()]
-            if models and len(models) == len(finished):
+            if every_method_here:
                 path = out / f"samples_{name}.png"
                 save_sample_panels(models, dataset, path)
                 written.append(path)
