@@ -269,6 +269,7 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
     done = {**rows_of([("dsm", 0, "ok", 0.5)])[0], "data": "digits", "budget": "5 steps"}
     write_results(images / "results.csv", [done])
     (images / "samples_digits_dsm.png").write_bytes(b"png")
+    (images / "quality_vs_time.png").write_bytes(b"earlier curves")
     ran = []
 
     def not_run(spec, threads):
@@ -289,6 +290,10 @@ def test_a_fresh_machine_resumes_from_the_published_rows_and_grids(tmp_path, mon
     ]
     assert "](images/bench-long/samples_digits_dsm.png)" in page.read_text()
     assert "1 of the 2 rows (dsm) were measured in an earlier sitting" in page.read_text()
+    assert (images / "quality_vs_time.png").read_bytes() == b"earlier curves"  # dsm's curve
+    assert (
+        "Kept from the earlier sitting, as they need its runs: quality_vs_time;" in page.read_text()
+    )
     ran.clear()
     bench("long", out=tmp_path / "fresh2", resume=True, publish=page, **options)
     assert ran == ["dsm", "cd"]  # a plain --resume measures afresh what its own out lacks
@@ -343,6 +348,8 @@ def test_a_figure_of_all_methods_is_kept_from_the_page_while_some_of_its_runs_ar
         "samples_d.png",
         "samples_d_cd.png",
     ]
+    (published / "quality_vs_time.png").write_bytes(b"png")
+    assert published / "quality_vs_time.png" in earlier_figures(rows, published, drawn[1:])
     ordered = in_page_order(drawn + kept, rows + image_rows)
     assert [p.name for p in ordered] == [
         "quality_vs_time.png",

@@ -14,7 +14,9 @@ hang or a divergence is recorded for that run and the others go on. Into the out
 
 `resume=True` skips the runs already in results.csv, so an interrupted bench continues;
 `continue_published=True` also continues, on a machine without the earlier `out`, from the rows
-the page (`publish`) already holds, so a suite is finished over several sittings.
+the page (`publish`) already holds, so a suite is finished over several sittings. Figures
+that need runs of an earlier sitting (quality against time, a figure of all methods) are kept
+from the page, said as such, not redrawn from fewer runs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ __all__ = ["SUITES", "Budget", "RunSpec", "Suite", "bench", "plan_runs"]
 
 #: seconds a run may take beyond its training budget (start-up, scoring) before it is stopped
 TIMEOUT_MARGIN = 1200
+#: the figure of every run's quality as it trained
+QUALITY_FIGURE = "quality_vs_time.png"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -321,26 +325,32 @@ def write_outputs(
     kinds = {name: dataset.kind for name, dataset in datasets.items()}
     carried = [row for row in rows if not (run_dirs[run_key(row)] / "bench.json").is_file()]
     figures = save_model_figures(rows, run_dirs, datasets, out)
-    save_quality_vs_time(rows, run_dirs, kinds, out / "quality_vs_time.png")
-    figures.insert(0, out / "quality_vs_time.png")
+    save_quality_vs_time(rows, run_dirs, kinds, out / QUALITY_FIGURE)
+    figures.insert(0, out / QUALITY_FIGURE)
     (out / "leaderboard.md").write_text(page(rows, kinds, command, figures, "", carried))
     if publish is not None:
-        earlier = earlier_figures(rows, Path(publish).parent / "images" / section, figures)
-        shown = in_page_order(figures + earlier, rows)
+        folder = Path(publish).parent / "images" / section
+        own = [
+            f
+            for f in figures
+            if not (carried and f.name == QUALITY_FIGURE and (folder / f.name).is_file())
+        ]
+        earlier = earlier_figures(rows, folder, own)
+        shown = in_page_order(own + earlier, rows)
         publish_page(
             Path(publish),
-            page(rows, kinds, command, shown, f"images/{section}/", carried),
-            [*figures, out / "results.csv"],
+            page(rows, kinds, command, shown, f"images/{section}/", carried, earlier),
+            [*own, out / "results.csv"],
             section,
         )
 
 
 def earlier_figures(rows: list[dict[str, Any]], folder: Path, figures: list[Path]) -> list[Path]:
-    """The model figures already published in `folder` for finished rows that this sitting
-    drew no figure for (rows carried over from an earlier sitting): the per-method sample
-    grids, and a dataset's figure of all methods where not all of their runs are here."""
+    """The figures already published in `folder` that this sitting drew none in place of
+    (its rows carried over from an earlier sitting): the per-method sample grids, a dataset's
+    figure of all methods where not all of their runs are here, and quality against time."""
     names = {figure.name for figure in figures}
-    candidates = [
+    candidates = [folder / QUALITY_FIGURE] + [
         folder / name
         for row in rows
         if row["status"] == "ok"
@@ -358,7 +368,7 @@ def in_page_order(figures: list[Path], rows: list[dict[str, Any]]) -> list[Path]
     per dataset (in the rows' order) its density panels, method grids and all-method grid."""
     data = list(dict.fromkeys(row["data"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    names = ["quality_vs_time.png"]
+    names = [QUALITY_FIGURE]
     for d in data:
         names += [f"density_{d}.png", *(f"samples_{d}_{m}.png" for m in methods)]
         names.append(f"samples_{d}.png")
@@ -372,14 +382,16 @@ def order_rows(rows: list[dict[str, Any]], specs: list[RunSpec]) -> list[dict[st
     return sorted(rows, key=lambda row: rank.get(run_key(row), len(rank)))
 
 
-def page(rows, kinds, command: str, figures: list[Path], prefix: str, carried=()) -> str:
-    """The leaderboard page; `carried` are the rows of earlier sittings, said as such."""
+def page(rows, kinds, command: str, figures: list[Path], prefix: str, carried=(), kept=()) -> str:
+    """The leaderboard page; `carried` are the rows of earlier sittings and `kept` the
+    figures of earlier sittings among `figures`, each said as such."""
     header = "\n".join(
         [
             "# ebmlab bench",
             "",
             f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}."
-            + carried_note(rows, carried),
+            + carried_note(rows, carried)
+            + kept_note(rows, kept),
             "",
             "Each run trains in its own process with its method's preset for the data, for the "
             "budget given (`90s`: seconds of training; `2000 steps`: iterations; `preset`: the "
@@ -405,6 +417,22 @@ def carried_note(rows, carried) -> str:
     return (
         f" {len(carried)} of the {len(rows)} rows ({methods}) were measured in an earlier "
         "sitting and carried over from the published results.csv (`--continue-published`)."
+    )
+
+
+def kept_note(rows, kept: list[Path]) -> str:
+    """One sentence on the figures of several methods kept from an earlier sitting (they
+    need its runs), which do not show the rows measured since, or nothing."""
+    data = dict.fromkeys(row["data"] for row in rows)
+    shared = (
+        {QUALITY_FIGURE} | {f"samples_{d}.png" for d in data} | {f"density_{d}.png" for d in data}
+    )
+    names = [f.stem for f in kept if f.name in shared]
+    if not names:
+        return ""
+    return (
+        f" Kept from the earlier sitting, as they need its runs: {', '.join(names)}; they do "
+        "not show the rows measured since."
     )
 
 
