@@ -358,3 +358,13 @@ def test_a_figure_of_all_methods_is_kept_from_the_page_while_some_of_its_runs_ar
         "samples_d_dsm.png",
         "samples_d.png",
     ]
+
+
+def test_the_page_names_only_kept_figures_that_leave_out_rows_measured_since():
+    from ebmlab.bench import kept_note
+
+    rows = [{"method": "cd", "data": "a"}, {"method": "cd", "data": "b"}]
+    kept = [Path(n) for n in ["quality_vs_time.png", "density_a.png", "samples_b.png"]]
+    note = kept_note(rows, rows[:1], kept)
+    assert "density_a" not in note and ": quality_vs_time, samples_b;" in note
+    assert kept_note(rows, rows, kept) == ""  # nothing measured since

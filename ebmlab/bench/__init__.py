@@ -391,7 +391,7 @@ def page(rows, kinds, command: str, figures: list[Path], prefix: str, carried=()
             "",
             f"Measured {time.strftime('%Y-%m-%d')} with `{command}` on {machine()}."
             + carried_note(rows, carried)
-            + kept_note(rows, kept),
+            + kept_note(rows, carried, kept),
             "",
             "Each run trains in its own process with its method's preset for the data, for the "
             "budget given (`90s`: seconds of training; `2000 steps`: iterations; `preset`: the "
@@ -420,14 +420,13 @@ def carried_note(rows, carried) -> str:
     )
 
 
-def kept_note(rows, kept: list[Path]) -> str:
+def kept_note(rows, carried, kept: list[Path]) -> str:
     """One sentence on the figures of several methods kept from an earlier sitting (they
-    need its runs), which do not show the rows measured since, or nothing."""
-    data = dict.fromkeys(row["data"] for row in rows)
-    shared = (
-        {QUALITY_FIGURE} | {f"samples_{d}.png" for d in data} | {f"density_{d}.png" for d in data}
-    )
-    names = [f.stem for f in kept if f.name in shared]
+    need its runs) that leave out rows measured since, or nothing."""
+    measured = [row for row in rows if row not in carried]
+    data = dict.fromkeys(row["data"] for row in measured)
+    stale = {f"samples_{d}.png" for d in data} | {f"density_{d}.png" for d in data}
+    names = [f.stem for f in kept if f.name in stale or (measured and f.name == QUALITY_FIGURE)]
     if not names:
         return ""
     return (
