@@ -71,9 +71,13 @@ def test_channels_last_training_follows_the_default_layout(tmp_path):
     conv = next(k for k, v in nhwc.items() if v.dim() == 4)
     assert nhwc[conv].is_contiguous(memory_format=torch.channels_last)
     # 40 times below the weights' movement (about 4e-2 in 4 steps): a wrong layout moves them
-    # by that much, while the two layouts' sums in another order left the first convolution's
-    # spectral-norm vectors 4.9e-4 apart on one thread (1.2e-4 for its weights)
-    assert_close_weights(nhwc, plain, atol=1e-3)
+    # by that much, while the two layouts' sums in another order left the weights up to 2.9e-4
+    # apart on one core (`taskset -c 1`; 1.4e-5 on two). The spectral norm's power-iteration
+    # vectors, unit vectors derived from the weights, amplify that to 1.2e-3 (3.3e-5 on two).
+    vectors = [k for k in nhwc if k.endswith(("._u", "._v"))]
+    weights = [k for k in nhwc if k not in vectors]
+    assert_close_weights(*({k: d[k] for k in weights} for d in (nhwc, plain)), atol=1e-3)
+    assert_close_weights(*({k: d[k] for k in vectors} for d in (nhwc, plain)), atol=5e-3)
 
 
 @pytest.mark.parametrize(
