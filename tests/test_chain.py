@@ -14,7 +14,12 @@ from ebmlab import checkpoints
 from ebmlab.defaults import derived_values, local_scale, resolve_auto
 from ebmlab.errors import EbmlabError
 from ebmlab.samplers import MALA, DataChain, DualAveraging, Langevin, check_chain, independence_move
-from ebmlab.samplers.independence import kde_bandwidths, kde_log_density
+from ebmlab.samplers.independence import (
+    broad_gaussian,
+    kde_bandwidths,
+    kde_log_density,
+    proposal_log_density,
+)
 
 ROTATION = torch.tensor([[math.cos(0.5), -math.sin(0.5)], [math.sin(0.5), math.cos(0.5)]])
 
@@ -103,14 +108,15 @@ def two_modes(weight_left: float = 0.8):
     return energy
 
 
-def test_independence_moves_put_chains_into_modes_by_their_mass():
+@pytest.mark.parametrize("broad_share", [0.0, 0.3])
+def test_independence_moves_put_chains_into_modes_by_their_mass(broad_share):
     torch.manual_seed(0)
     energy = two_modes(0.8)
     reference = torch.cat([torch.full((128, 1), -5.0), torch.full((128, 1), 5.0)])
     reference += 0.3 * torch.randn_like(reference)  # an equal-weight kernel density
     x = -5.0 + 0.3 * torch.randn(20_000, 1)  # every chain starts in the left mode
     for _ in range(40):
-        x, rate = independence_move(energy, x, reference)
+        x, rate = independence_move(energy, x, reference, broad_share=broad_share)
     left = float((x < 0).float().mean())
     assert left == pytest.approx(0.8, abs=0.015)  # the proposal's 0.5 is corrected
     assert 0.2 < float(rate) < 1.0
@@ -128,6 +134,73 @@ def test_a_chain_with_global_moves_crosses_modes_that_mala_alone_keeps():
     assert float((local > 0).float().mean()) < 0.01
     assert float((mixed > 0).float().mean()) == pytest.approx(0.5, abs=0.05)
     assert "global_accept_rate" in info
+
+
+def test_chains_far_from_the_data_are_moved_into_it_only_with_a_broad_share():
+    """Short-run chains start from uniform noise, where the kernel density is nearly zero: the
+    broad component lets exp(-E) take them into the modes, which hold 98% of its mass here."""
+    torch.manual_seed(0)
+    modes = two_modes(0.5)
+    energy = lambda x: -torch.logaddexp(-modes(x), torch.tensor(-8.0, dtype=torch.float64))  # noqa: E731
+    reference = torch.tensor([[-5.0], [5.0]]).repeat(64, 1) + 0.3 * torch.randn(128, 1)
+    start = torch.rand(4000, 1) * 20 - 10
+    in_modes = {}
+    for share in (0.0, 0.1):
+        x = start
+        for _ in range(5):
+            x, _ = independence_move(energy, x, reference, broad_share=share)
+        in_modes[share] = float(((x.abs() - 5).abs() < 1).float().mean())
+    assert in_modes[0.1] > 0.9
+    assert in_modes[0.0] < 0.3
+
+
+def test_the_broad_share_mixes_the_kernel_density_with_the_batchs_gaussian():
+    centres = torch.tensor([[-1.0, 0.0], [0.0, 2.0], [0.5, 0.0], [3.0, 1.0]], dtype=torch.float64)
+    bandwidths = kde_bandwidths(centres, k=2)
+    x = torch.randn(6, 2, dtype=torch.float64) * 3
+    broad = torch.distributions.Normal(centres.mean(0), 2 * centres.std(0)).log_prob(x).sum(1)
+    expected = (0.75 * kde_log_density(x, centres, bandwidths).exp() + 0.25 * broad.exp()).log()
+    torch.testing.assert_close(proposal_log_density(x, centres, bandwidths, 0.25), expected)
+    assert torch.equal(
+        proposal_log_density(x, centres, bandwidths), kde_log_density(x, centres, bandwidths)
+    )
+
+
+@pytest.mark.parametrize("broad_share", [0.0, 0.3])
+def test_moves_toward_the_proposals_own_density_land_chains_at_its_spread(broad_share):
+    """With exp(-E) = q_w every move is accepted, so one move draws the chains from q_w: its
+    variance is (1 - w) (var of the centres + mean h^2) + w (2 std)^2 (both parts share a mean)."""
+    torch.manual_seed(0)
+    centres = torch.tensor([[-5.0], [-4.0], [-3.5], [4.0], [5.0], [6.0]], dtype=torch.float64)
+    bandwidths = kde_bandwidths(centres, k=2)
+    energy = lambda x: -proposal_log_density(x, centres, bandwidths, broad_share)  # noqa: E731
+    moved, rate = independence_move(
+        energy,
+        torch.zeros(100_000, 1, dtype=torch.float64),
+        centres,
+        bandwidths=bandwidths,
+        broad_share=broad_share,
+    )
+    kde_var = centres.var(unbiased=False) + bandwidths.pow(2).mean()
+    expected = (1 - broad_share) * kde_var + broad_share * (2 * centres.std()) ** 2
+    assert float(rate) == 1.0
+    assert float(moved.var()) == pytest.approx(float(expected), rel=0.02)
+
+
+def test_a_constant_coordinate_gets_a_real_broad_spread():
+    centres = torch.tensor([[0.0, 1.0], [1.0, 1.0], [3.0, 1.0]])
+    bandwidths = kde_bandwidths(centres, k=1)
+    broad = broad_gaussian(centres, bandwidths)
+    assert float(broad.stddev[1]) == pytest.approx(2 * float(bandwidths.min()))
+    assert torch.isfinite(broad.log_prob(torch.tensor([[0.5, 1.3]]))).all()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0])
+def test_a_broad_share_outside_zero_to_one_is_refused(share):
+    with pytest.raises(EbmlabError, match="broad share"):
+        check_chain("mala", 0.6, share)
+    with pytest.raises(EbmlabError, match="broad share"):
+        ebmlab.methods.get_method("shortrun").Config(global_broad_share=share)
 
 
 def test_the_kernel_density_of_the_moves_is_normalised():
@@ -286,12 +359,25 @@ def test_the_global_acceptance_is_the_mean_over_the_moves(monkeypatch):
     rates = iter([0.2, 0.6, 0.7])
     monkeypatch.setattr(
         "ebmlab.samplers.chain.independence_move",
-        lambda energy, x, centres, bandwidths: (x, torch.tensor(next(rates))),
+        lambda energy, x, centres, bandwidths, broad_share: (x, torch.tensor(next(rates))),
     )
     chain = DataChain("mala", 0.05, global_moves=3)
     energy = lambda x: 0.5 * x.pow(2).sum(1)  # noqa: E731
     _, info = chain(energy, torch.randn(8, 2), 1, reference=torch.randn(32, 2))
     assert float(info["global_accept_rate"]) == pytest.approx(0.5)
+
+
+def test_a_chain_gives_its_moves_its_broad_share(monkeypatch):
+    shares = []
+
+    def move(energy, x, centres, bandwidths, broad_share):
+        shares.append(broad_share)
+        return x, torch.tensor(1.0)
+
+    monkeypatch.setattr("ebmlab.samplers.chain.independence_move", move)
+    chain = DataChain("mala", 0.05, global_moves=2, broad_share=0.15)
+    chain(lambda x: x.pow(2).sum(1), torch.randn(8, 2), 1, reference=torch.randn(32, 2))
+    assert shares == [0.15, 0.15]
 
 
 def test_bandwidths_are_half_the_distance_to_the_kth_nearest_other_centre():

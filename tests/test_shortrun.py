@@ -89,6 +89,19 @@ def test_training_chains_adapt_the_step_and_sampling_leaves_it():
     assert method.chain.step_size != pytest.approx(first, rel=0.1)
 
 
+def test_training_chains_take_the_configured_broad_share_of_global_moves(monkeypatch):
+    method = tiny_method("shortrun", sampler="mala", global_moves=1, global_broad_share=0.2)
+    shares = []
+
+    def move(energy, x, centres, bandwidths, broad_share):
+        shares.append(broad_share)
+        return x, torch.tensor(1.0)
+
+    monkeypatch.setattr("ebmlab.samplers.chain.independence_move", move)
+    method.train_step(torch.randn(16, 2), 0)
+    assert shares == [0.2]
+
+
 @pytest.mark.parametrize("bad", [{"langevin_steps": -1}, {"noise": -0.5}, {"global_moves": -1}])
 def test_negative_chain_options_are_refused(bad):
     with pytest.raises(EbmlabError):

@@ -58,6 +58,7 @@ class Config:
     sampler: str = "langevin"
     target_accept: float | None = None
     global_moves: int = 0
+    global_broad_share: float = 0.0  # share of the moves' proposals from a broad Gaussian
 
     def __post_init__(self):
         check_at_least(
@@ -66,7 +67,7 @@ class Config:
             global_moves=(self.global_moves, 0),
         )
         check_positive(step_size=self.step_size)
-        check_chain(self.sampler, self.target_accept)
+        check_chain(self.sampler, self.target_accept, self.global_broad_share)
 
 
 class ShortRun(Method):
@@ -85,6 +86,7 @@ class ShortRun(Method):
             clamp=data_box(self.data_shape) if cfg.clamp_chains else None,
             target_accept=cfg.target_accept,
             global_moves=cfg.global_moves,
+            broad_share=cfg.global_broad_share,
         )
         self.optimizers["energy"] = torch.optim.Adam(
             self.energy_net.parameters(), lr=cfg.lr, betas=cfg.betas

@@ -37,8 +37,10 @@ LOGGED = {
 }
 
 
-def check_chain(kind: str, target_accept: float | None) -> None:
+def check_chain(kind: str, target_accept: float | None, broad_share: float = 0.0) -> None:
     """A method config's sampler options, checked with one clear message."""
+    if not 0 <= broad_share < 1:
+        raise EbmlabError(f"the global moves' broad share must lie in [0, 1), got {broad_share}")
     if kind not in CHAIN_KINDS:
         raise EbmlabError(f"sampler must be one of {', '.join(CHAIN_KINDS)}, got {kind!r}")
     if target_accept is not None and not 0 < target_accept < 1:
@@ -64,6 +66,8 @@ class DataChain(nn.Module):
         noise, grad_clip, clamp: Langevin's options (see `Langevin`); MALA takes none.
         target_accept: adapt the step toward this acceptance rate; None keeps it fixed.
         global_moves: independence moves from the data batch's kernel density per chain.
+        broad_share: the share of those moves' proposals from a broad Gaussian of the batch
+            (`independence_move`), for chains that start far from the data.
     """
 
     def __init__(
@@ -76,12 +80,13 @@ class DataChain(nn.Module):
         clamp: tuple[float, float] | None = None,
         target_accept: float | None = None,
         global_moves: int = 0,
+        broad_share: float = 0.0,
     ):
         super().__init__()
-        check_chain(kind, target_accept)
+        check_chain(kind, target_accept, broad_share)
         self.kind, self.fixed_step = kind, step_size
         self.noise, self.grad_clip, self.clamp = noise, grad_clip, clamp
-        self.global_moves = global_moves
+        self.global_moves, self.broad_share = global_moves, broad_share
         self.adapter = DualAveraging(step_size, target_accept) if target_accept else None
 
     @property
@@ -111,7 +116,9 @@ class DataChain(nn.Module):
             rates, centres = [], reference.detach().to(x.dtype)
             bandwidths = kde_bandwidths(centres)  # one kernel density for all the moves
             for _ in range(self.global_moves):
-                x, rate = independence_move(energy, x, centres, bandwidths=bandwidths)
+                x, rate = independence_move(
+                    energy, x, centres, bandwidths=bandwidths, broad_share=self.broad_share
+                )
                 rates.append(rate)
             info["global_accept_rate"] = sum(rates) / len(rates)
         step_size = self.step_size

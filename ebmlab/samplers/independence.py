@@ -14,7 +14,16 @@ data points (any reference points, e.g. the current data batch),
     min(1, exp(E(x) - E(x')) q(x) / q(x')),
 
 leaves exp(-E) invariant for any q that does not depend on the chain (Tierney 1994), and lands
-chains in each mode in proportion to its mass once the model is close to the data. It costs one
+chains in each mode in proportion to its mass once the model is close to the data.
+
+A chain far from every data point (short-run MCMC's chains start from uniform noise) sits where
+q is nearly zero, so q(x) / q(x') rejects its every move. A defensive mixture (Hesterberg 1995)
+keeps a share w of the proposal broad:
+
+    q_w(x) = (1 - w) q(x) + w N(x; mean, (2 std)^2)
+
+with the mean and per-coordinate std of the centres, so such chains are accepted into the data
+once exp(-E) favours it there. It costs one
 energy evaluation and an M x B distance matrix, which suits points and low-dimensional tables;
 in high dimension its acceptance falls towards zero and it is best switched off.
 """
@@ -49,28 +58,54 @@ def kde_log_density(x: Tensor, centres: Tensor, bandwidths: Tensor) -> Tensor:
     return torch.logsumexp(log_kernels, dim=1) - math.log(len(centres))
 
 
+def broad_gaussian(centres: Tensor, bandwidths: Tensor) -> torch.distributions.Distribution:
+    """The defensive component: N(mean, (2 std)^2) of the centres per coordinate (a constant
+    coordinate gets the smallest bandwidth as its std)."""
+    spread = centres.std(0) if len(centres) > 1 else torch.zeros_like(centres[0])
+    std = 2 * torch.where(spread > 0, spread, bandwidths.min())
+    normal = torch.distributions.Normal(centres.mean(0), std)
+    return torch.distributions.Independent(normal, centres.dim() - 1)
+
+
+def proposal_log_density(
+    x: Tensor, centres: Tensor, bandwidths: Tensor, broad_share: float = 0.0
+) -> Tensor:
+    """log q_w(x): the kernel density, mixed with the broad Gaussian at share w, (B,)."""
+    log_kde = kde_log_density(x, centres, bandwidths)
+    if not broad_share:
+        return log_kde
+    log_broad = broad_gaussian(centres, bandwidths).log_prob(x)
+    return torch.logaddexp(log_kde + math.log(1 - broad_share), log_broad + math.log(broad_share))
+
+
 def independence_move(
     energy: Energy,
     x: Tensor,
     centres: Tensor,
     *,
     bandwidths: Tensor | None = None,
+    broad_share: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One independence Metropolis move of every chain; returns (chains, acceptance rate).
-    `bandwidths`: the centres' `kde_bandwidths`, when several moves share one kernel density."""
+    `bandwidths`: the centres' `kde_bandwidths`, when several moves share one kernel density;
+    `broad_share`: w, the share of proposals from the broad Gaussian."""
     x, centres = x.detach(), centres.detach().to(x.dtype)
     bandwidths = kde_bandwidths(centres) if bandwidths is None else bandwidths
     pick = torch.randint(len(centres), (len(x),), generator=generator, device=x.device)
     xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     scale = bandwidths[pick].view(-1, *([1] * (x.dim() - 1)))
     proposal = centres[pick] + scale * xi
+    if broad_share:
+        broad = broad_gaussian(centres, bandwidths)
+        wide = torch.rand(len(x), generator=generator, device=x.device) < broad_share
+        proposal = _where(wide, broad.mean + broad.stddev * xi, proposal)
     with torch.no_grad():
         log_ratio = (
             energy(x)
             - energy(proposal)
-            + kde_log_density(x, centres, bandwidths)
-            - kde_log_density(proposal, centres, bandwidths)
+            + proposal_log_density(x, centres, bandwidths, broad_share)
+            - proposal_log_density(proposal, centres, bandwidths, broad_share)
         )
     keep = _accept(log_ratio, generator)
     return _where(keep, proposal, x), keep.float().mean()
