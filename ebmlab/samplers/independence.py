@@ -23,9 +23,11 @@ keeps a share w of the proposal broad:
     q_w(x) = (1 - w) q(x) + w N(x; mean, (2 std)^2)
 
 with the mean and per-coordinate std of the centres, so such chains are accepted into the data
-once exp(-E) favours it there. It costs one
-energy evaluation and an M x B distance matrix, which suits points and low-dimensional tables;
-in high dimension its acceptance falls towards zero and it is best switched off.
+once exp(-E) favours it there.
+
+Each move costs one energy evaluation and an M x B distance matrix, which suits points and
+low-dimensional tables; in high dimension its acceptance falls towards zero and it is best
+switched off.
 """
 
 from __future__ import annotations
