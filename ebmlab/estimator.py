@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tempfile
 from typing import Any
 
@@ -38,6 +39,10 @@ from ebmlab.train import Trainer
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: rows per forward pass when scoring
 SCORE_BATCH = 4096
+#: early stopping: training steps between two measurements of the held-out loss
+VALIDATION_EVERY = 50
+#: early stopping: the held-out rows are repeated, each copy with its own noise, to this many
+VALIDATION_DRAWS = 2048
 
 
 def _check_scalar(value: Any, name: str, target_type: type | tuple[type, ...], **bounds) -> None:
@@ -59,6 +64,9 @@ class _EnergyEstimator(BaseEstimator):
         steps: int | None = None,
         batch_size: int | None = None,
         method_params: dict[str, Any] | None = None,
+        early_stopping: str | bool = "auto",
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
         device: str = "cpu",
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
@@ -68,6 +76,9 @@ class _EnergyEstimator(BaseEstimator):
         self.steps = steps
         self.batch_size = batch_size
         self.method_params = method_params
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -100,20 +111,69 @@ class _EnergyEstimator(BaseEstimator):
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         x = torch.as_tensor(self._standardised(X), dtype=torch.float32)
         config, method_config, device = self._run_config(seed, x)
-        x = x.to(device)
+        x_fit, x_held_out = self._held_out_split(x, seed)
+        x_fit = x_fit.to(device)
         scaler = Scaler(torch.as_tensor(self.scaler_.mean_), torch.as_tensor(self.scaler_.scale_))
-        dataset = Dataset("array", "tabular", x, x, scaler)
+        dataset = Dataset("array", "tabular", x_fit, x_fit, scaler)
         devices = [device] if device.type == "cuda" else []
         # the user's global torch RNG is left as it was: fitting draws from its own seed
         with torch.random.fork_rng(devices=devices), tempfile.TemporaryDirectory() as run_dir:
             torch.manual_seed(seed)  # network initialisation repeats per random_state
             trainer = self._trainer(method_config, dataset, config, run_dir, device)
-            self.history_ = trainer.fit()
-            for name, ema in trainer.emas.items():
-                ema.copy_to(getattr(trainer.method, name))  # keep the averaged weights
+            monitor = None
+            if x_held_out is not None:
+                x_held_out = x_held_out.to(device)
+                monitor = HeldOutMonitor(trainer, x_held_out, seed, self.n_iter_no_change)
+            self.history_ = trainer.fit(stop_early=monitor)
+            self._keep_final_weights(trainer, monitor)
         self.method_: Method = trainer.method.eval()
         self.config_ = config
         return self
+
+    def _keep_final_weights(self, trainer: Trainer, monitor: HeldOutMonitor | None) -> None:
+        """Leave the weights to score with in `trainer.method`: those of the lowest held-out
+        loss, else the averaged ones (EMA on), else the last; and set `best_step_` and
+        `validation_loss_`."""
+        if monitor is not None:
+            trainer.method.load_state_dict(monitor.best_state)
+            self.best_step_ = monitor.best_step
+            self.validation_loss_ = np.array(monitor.losses, dtype=np.float64)
+            return
+        for name, ema in trainer.emas.items():
+            ema.copy_to(getattr(trainer.method, name))
+        self.best_step_ = trainer.cfg.steps
+        self.validation_loss_ = None
+
+    def _held_out_split(
+        self, x: torch.Tensor, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(training rows, held-out rows): a random `validation_fraction` of x (at least one
+        row, at most all but one) held out when early stopping is on, else (x, None)."""
+        if self.early_stopping not in ("auto", True, False):
+            raise InvalidInputError(
+                f"early_stopping must be 'auto', True or False, got {self.early_stopping!r}"
+            )
+        _check_scalar(
+            self.validation_fraction,
+            "validation_fraction",
+            float,
+            min_val=0,
+            max_val=1,
+            include_boundaries="neither",
+        )
+        _check_scalar(self.n_iter_no_change, "n_iter_no_change", int, min_val=1)
+        has_loss = callable(getattr(get_method(self.method), "validation_loss", None))
+        if self.early_stopping is True and not has_loss:
+            raise InvalidInputError(
+                f"early_stopping needs a loss that can be measured on held-out rows, which "
+                f"{self.method!r}'s is not (it contrasts the data with the model's own "
+                "samples): use method='dsm', or early_stopping=False"
+            )
+        if self.early_stopping is False or not has_loss:
+            return x, None
+        n_held_out = min(len(x) - 1, max(1, math.ceil(self.validation_fraction * len(x))))
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+        return x[order[n_held_out:]], x[order[:n_held_out]]
 
     def _trainer(self, method_config, dataset, config, run_dir, device) -> Trainer:
         try:
@@ -229,6 +289,49 @@ class _EnergyEstimator(BaseEstimator):
         return self.scaler_.inverse_transform(torch.cat(parts).double().numpy())
 
 
+class HeldOutMonitor:
+    """Early stopping on a method's held-out loss (`Method.validation_loss`), as
+    `Trainer.fit(stop_early=...)` calls it after each step.
+
+    Every `VALIDATION_EVERY` steps and at the last, the loss of the evaluation weights (the EMA,
+    where it is on) on the held-out rows, repeated to `VALIDATION_DRAWS` rows with the same noise
+    at every measurement (a generator seeded alike), so that two measurements differ only by the
+    weights. Keeps a copy of the weights with the lowest loss and asks to stop once
+    `patience` measurements in a row have not gone below it.
+    """
+
+    def __init__(self, trainer: Trainer, x_held_out: torch.Tensor, seed: int, patience: int):
+        self.trainer = trainer
+        repeats = math.ceil(VALIDATION_DRAWS / len(x_held_out))
+        self.rows = x_held_out.repeat(repeats, *([1] * (x_held_out.ndim - 1)))
+        self.seed = seed
+        self.patience = patience
+        self.losses: list[tuple[int, float]] = []
+        self.best_step, self.best_loss = 0, math.inf
+        self.best_state: dict[str, torch.Tensor] = {}
+
+    def __call__(self, step: int) -> bool:
+        if step % VALIDATION_EVERY and step != self.trainer.cfg.steps:
+            return False
+        method = self.trainer.method
+        with self.trainer.evaluation_weights():
+            loss = self.held_out_loss(method)
+            if loss < self.best_loss:
+                self.best_step, self.best_loss = step, loss
+                self.best_state = copy.deepcopy(method.state_dict())
+        self.losses.append((step, loss))
+        return step - self.best_step >= self.patience * VALIDATION_EVERY
+
+    def held_out_loss(self, method: Method) -> float:
+        """`method`'s loss on the held-out rows, with the same noise at every call."""
+        generator = torch.Generator(self.rows.device).manual_seed(self.seed)
+        parts = [
+            method.validation_loss(chunk, generator) * len(chunk)
+            for chunk in self.rows.split(SCORE_BATCH)
+        ]
+        return float(sum(parts) / len(self.rows))
+
+
 class EnergyDensity(DensityMixin, _EnergyEstimator):
     """Density estimation with an energy-based model, p(x) ∝ exp(−E(x)), trained by ebmlab.
 
@@ -254,6 +357,19 @@ class EnergyDensity(DensityMixin, _EnergyEstimator):
     method_params : dict, default=None
         Further method options over the preset's, as in a config's `method` section, e.g.
         ``{"lr": 1e-4, "langevin_steps": 40}`` (see `ebmlab info` and each method's Config).
+    early_stopping : "auto" or bool, default="auto"
+        Hold out `validation_fraction` of the rows, measure the training loss on them every
+        50 steps (the averaged weights, where the preset keeps an EMA), keep the weights of the
+        lowest, and stop once `n_iter_no_change` measurements in a row have not gone below it.
+        This needs a loss that can be measured on held-out rows, which only "dsm"'s is (the
+        others contrast the data with the model's own samples). "auto": on for "dsm", off for
+        the rest; True with another method is an error. On small tables long training
+        overfits: on scikit-learn's wine (49 training rows, 13 columns) the outlier AUROC of
+        "dsm" fell from 0.946 after 300 steps to 0.643 after 3,000 without it.
+    validation_fraction : float, default=0.1
+        The share of rows held out for early stopping (at least one row, at most all but one).
+    n_iter_no_change : int, default=5
+        Measurements (50 steps apart) without a new lowest held-out loss before stopping.
     device : str, default="cpu"
         "cpu", "cuda", "cuda:N" or "auto" (CUDA when available). The CPU is the default: the
         small MLPs of tables train faster there, and a fit repeats bit for bit. A model fitted
@@ -274,6 +390,11 @@ class EnergyDensity(DensityMixin, _EnergyEstimator):
         The resolved run configuration (preset, then this estimator's parameters).
     history_ : list of dict
         The training log: a row of losses every `train.log_every` steps, as metrics.jsonl.
+    best_step_ : int
+        The training step whose weights were kept: that of the lowest held-out loss with early
+        stopping, else the last.
+    validation_loss_ : ndarray of shape (n_measurements, 2) or None
+        With early stopping, each measurement's step and held-out loss; else None.
     n_features_in_ : int
         Number of columns seen during `fit`.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -357,14 +478,16 @@ class EnergyOutlierDetector(OutlierMixin, _EnergyEstimator):
         `offset_` is the lower fence of a box plot of the training scores,
         Q1 - 1.5 (Q3 - Q1), so only rows scored far below the bulk of the training rows are
         outliers (a few percent of clean training rows fall below it).
-    net, steps, batch_size, method_params, device, random_state, verbose
+    net, steps, batch_size, method_params, early_stopping, validation_fraction, \
+    n_iter_no_change, device, random_state, verbose
         As for `EnergyDensity`.
 
     Attributes
     ----------
     offset_ : float
         The score below which a row is an outlier.
-    method_, scaler_, config_, history_, n_features_in_, feature_names_in_
+    method_, scaler_, config_, history_, best_step_, validation_loss_, n_features_in_, \
+    feature_names_in_
         As for `EnergyDensity`.
 
     Examples
@@ -386,6 +509,9 @@ class EnergyOutlierDetector(OutlierMixin, _EnergyEstimator):
         steps: int | None = None,
         batch_size: int | None = None,
         method_params: dict[str, Any] | None = None,
+        early_stopping: str | bool = "auto",
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
         device: str = "cpu",
         random_state: int | np.random.RandomState | None = None,
         verbose: bool = False,
@@ -396,6 +522,9 @@ class EnergyOutlierDetector(OutlierMixin, _EnergyEstimator):
             steps=steps,
             batch_size=batch_size,
             method_params=method_params,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
             device=device,
             random_state=random_state,
             verbose=verbose,

@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,11 +272,15 @@ class Trainer:
         self.divergences = payload["divergences"]
         return int(payload["step"])
 
-    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+    def fit(
+        self, resume: bool = False, stop_early: Callable[[int], bool] | None = None
+    ) -> list[dict[str, float]]:
         """Train to `steps` or `max_seconds`; returns the logged rows (also in metrics.jsonl).
 
         Training time is the `wall_s` of metrics.jsonl: a resumed run counts its earlier time,
-        so a time budget spans interruptions, and nothing spent outside this loop counts."""
+        so a time budget spans interruptions, and nothing spent outside this loop counts.
+        `stop_early(step)` is called after every iteration, its EMA update done; True ends the
+        run there as reaching `steps` would (a last log row and checkpoint)."""
         if resume:
             step = self.restore()
             if step > self.cfg.steps:
@@ -321,7 +325,8 @@ class Trainer:
                     for scheduler in self.schedulers.values():
                         scheduler.step()
                 bar.update(1)
-                last = step == self.cfg.steps or self._out_of_time(wall_start)
+                stopped = stop_early is not None and stop_early(step)
+                last = stopped or step == self.cfg.steps or self._out_of_time(wall_start)
                 if step % self.cfg.log_every == 0 or last:
                     # a row describes the global batch: the processes' logs averaged
                     logs = dict(zip(logs, distributed.average(list(logs.values())), strict=True))

@@ -49,6 +49,28 @@ def test_the_dsm_loss_is_smallest_at_the_smoothed_datas_energy():
     assert float(losses.min()) == pytest.approx(DATA_STD**2 / (DATA_STD**2 + SIGMA**2), rel=0.03)
 
 
+@pytest.mark.parametrize("bridge", [{}, {"bridge_sigma": 1.0, "bridge_share": 0.3}])
+def test_the_held_out_loss_is_the_training_loss_with_the_generators_noise(bridge):
+    """On the same draws (a generator and the global RNG seeded alike) the held-out loss equals
+    the loss `train_step` minimises, bridge included; it repeats per seed and leaves every
+    parameter without a gradient, trainable."""
+    x = DATA_STD * torch.randn(4096, 2, generator=torch.Generator().manual_seed(0))
+    method = tiny_method("dsm", sigma=SIGMA, **bridge)
+    method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.0)
+
+    def held_out(seed):
+        loss = method.validation_loss(x, torch.Generator().manual_seed(seed))
+        assert not loss.requires_grad  # no graph kept through the parameters
+        return float(loss)
+
+    assert all(p.grad is None for p in method.parameters())
+    value = held_out(1)
+    assert all(p.grad is None and p.requires_grad for p in method.parameters())
+    assert held_out(1) == value != held_out(2)
+    torch.manual_seed(1)
+    assert float(method.train_step(x, 0)["loss"]) == pytest.approx(value, rel=1e-6)
+
+
 def test_training_moves_the_energy_toward_the_smoothed_data():
     method = dsm_with_quadratic(0.2)
     method.optimizers["energy"] = torch.optim.SGD(method.energy_net.parameters(), lr=0.2)

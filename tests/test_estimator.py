@@ -1,6 +1,7 @@
 """The scikit-learn estimators: scikit-learn's own checks, numbers on known data, every
 method, Pipeline and GridSearchCV, and one clear error per kind of malformed input."""
 
+import copy
 import os
 import pickle
 import subprocess
@@ -18,7 +19,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from ebmlab import EbmlabError, EnergyDensity, EnergyOutlierDetector, InvalidInputError
+from ebmlab import EbmlabError, EnergyDensity, EnergyOutlierDetector, InvalidInputError, estimator
 from ebmlab.methods import METHODS
 from tests.helpers import TINY
 
@@ -38,6 +39,7 @@ CHECKED = [
     EnergyDensity(**FAST),
     EnergyOutlierDetector(contamination=0.1, **FAST),
     EnergyOutlierDetector(**{**FAST, "steps": 100}),
+    EnergyDensity("dsm", **{**FAST, "method_params": {"sample_steps": 20}}),  # early stopping on
 ]
 
 
@@ -78,7 +80,7 @@ def test_scikit_learn_array_api_check_with_scipy_array_api_set():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["3"]
+    assert result.stdout.split() == [str(len(CHECKED))]
 
 
 def test_a_rows_score_does_not_depend_on_the_rows_scored_with_it():
@@ -269,6 +271,10 @@ BAD_PARAMETERS = [
     ("fractional steps", {"steps": 2.5}, "steps must be an instance of int"),
     ("unknown method option", {"method_params": {"nope": 1}}, r"unknown method option\(s\)"),
     ("unknown device", {"device": "tpu"}, "unknown device"),
+    ("early stopping not a switch", {"early_stopping": "yes"}, "early_stopping must be"),
+    ("early stopping without a held-out loss", {"early_stopping": True}, "held-out rows"),
+    ("nothing to train on", {"validation_fraction": 1.0}, "validation_fraction == 1.0"),
+    ("no patience", {"n_iter_no_change": 0}, "n_iter_no_change == 0"),
     (
         "latent wider than the table",
         {"method": "bounds", "method_params": {"z_dim": 64}},
@@ -325,3 +331,66 @@ def test_other_misuses_get_one_clear_error(small):
     # a dict in a table is scikit-learn's TypeError, which its own checks demand
     with pytest.raises(TypeError, match="must be a string or a real number"):
         EnergyDensity(**FAST).fit([[{"a": 1}, 1.0]] * 10)
+
+
+def early_stopped(monkeypatch, x, **params):
+    """EnergyDensity("dsm") fitted on x with early stopping, and its `HeldOutMonitor`."""
+    monitors = []
+
+    class Recorded(estimator.HeldOutMonitor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            monitors.append(self)
+
+    monkeypatch.setattr(estimator, "HeldOutMonitor", Recorded)
+    density = EnergyDensity("dsm", random_state=0, **params).fit(x)
+    return density, monitors[0]
+
+
+# 24 rows in 6 columns at a high learning rate: the held-out loss bottoms out and rises
+OVERFIT = {"steps": 2000, "n_iter_no_change": 3, "method_params": {"lr": 1e-2}}
+
+
+def test_early_stopping_keeps_the_weights_of_the_lowest_held_out_loss(monkeypatch):
+    x = np.random.default_rng(0).normal(size=(24, 6))
+    density, monitor = early_stopped(monkeypatch, x, **OVERFIT)
+    steps, losses = density.validation_loss_.T
+    assert np.array_equal(steps, np.arange(1, len(steps) + 1) * 50)  # every 50 steps
+    assert density.best_step_ == steps[losses.argmin()] < steps[-1] < 2000
+    assert steps[-1] - density.best_step_ == 3 * 50  # stopped after 3 without a lower loss
+    assert losses[-1] > losses.min()
+    # the model kept scores the lowest loss again: the best weights, the same noise
+    assert monitor.held_out_loss(density.method_) == pytest.approx(losses.min(), rel=1e-6)
+
+
+def test_the_held_out_loss_is_measured_on_the_averaged_weights(monkeypatch):
+    x = np.random.default_rng(0).normal(size=(24, 6))
+    density, monitor = early_stopped(monkeypatch, x, **OVERFIT)
+    assert density.config_.train.ema_decay > 0  # the tabular preset keeps an EMA
+    averaged = copy.deepcopy(density.method_)
+    monitor.trainer.emas["energy_net"].copy_to(averaged.energy_net)
+    live = monitor.trainer.method  # the best weights are loaded into it: take the last live ones
+    last = density.validation_loss_[-1, 1]
+    assert monitor.held_out_loss(averaged) == pytest.approx(last, rel=1e-6)
+    assert monitor.held_out_loss(live) != pytest.approx(last, rel=1e-3)
+
+
+def test_held_out_rows_are_a_tenth_of_the_table_and_never_trained_on(monkeypatch):
+    x = np.random.default_rng(0).normal(size=(95, 3))
+    _, monitor = early_stopped(monkeypatch, x, steps=60)
+    held_out = torch.unique(monitor.rows, dim=0)  # repeated to VALIDATION_DRAWS rows
+    trained = monitor.trainer.train_data
+    assert len(held_out) == 10 and len(trained) == 85  # ceil(0.1 x 95)
+    assert len(monitor.rows) == 205 * 10  # ceil(2048 / 10) copies
+    assert not (torch.cdist(held_out, trained) == 0).any()
+
+
+def test_early_stopping_is_on_by_default_only_where_the_loss_can_be_held_out():
+    x = np.random.default_rng(0).normal(size=(30, 2))
+    density = EnergyDensity("dsm", steps=120, random_state=0).fit(x)
+    assert density.validation_loss_[:, 0].tolist() == [50, 100, 120]  # and at the last step
+    assert len(density.history_) and density.best_step_ in (50, 100, 120)
+    off = EnergyDensity("dsm", steps=120, early_stopping=False, random_state=0).fit(x)
+    assert off.validation_loss_ is None and off.best_step_ == 120
+    cd = EnergyDensity(steps=20, random_state=0, net={"hidden": 16}).fit(x)
+    assert cd.validation_loss_ is None and cd.best_step_ == 20

@@ -5,7 +5,11 @@ A method owns its networks, optimisers and sampler state. The Trainer only calls
 `sample`. No method inherits from another: what two share lives in samplers/, nets/, metrics/.
 
 Optional, where a method has them: `sample_from(energy, n)`, the method's own sampling procedure
-run on any energy in model units, which `ebmlab.compose` uses to sample a sum of energies.
+run on any energy in model units, which `ebmlab.compose` uses to sample a sum of energies;
+`validation_loss(x, generator)`, the training loss on held-out rows with noise drawn from
+`generator`, where that loss needs no sample of the model (DSM's: a loss that contrasts the data
+with the model's own samples is no held-out criterion), on which the scikit-learn estimators
+stop training early.
 """
 
 from __future__ import annotations

@@ -24,14 +24,16 @@ One call of `train_step` (Vincent 2011, Eq. 8, times the constant sigma^2):
     (annealed: sigma_i uniform over the L levels and the weight sigma / sigma_i becomes 1, below)
     theta <- Adam(theta, grad L)
 
-No sample is drawn during training. With one level (b = 0) the model learns p_sigma. With the
-bridge, L is the unweighted Fisher loss over the two levels, whose minimiser is the score of the
-mixture (1 - b) p_sigma + b p_sigma' (the levels' terms add, each weighted by its own density):
-a proper density, close to p_sigma where the data are, whose broad part covers the gaps between
-separated modes, where one small level leaves the score, and so the modes' relative depths,
-unconstrained (Wenliang & Kanagawa 2020, "Blindness of score-based methods to isolated
-components and mixing proportions"). Weighting each level by its own sigma_i^2 instead, as
-Song & Ermon 2019 do for sampling, would weight the mixture towards the largest level.
+No sample is drawn during training, so L on held-out rows (`validation_loss`) measures how
+well the energy generalises: the scikit-learn estimators stop training on it. With one level
+(b = 0) the model learns p_sigma. With the bridge, L is the unweighted Fisher loss over the two
+levels, whose minimiser is the score of the mixture (1 - b) p_sigma + b p_sigma' (the levels'
+terms add, each weighted by its own density): a proper density, close to p_sigma where the data
+are, whose broad part covers the gaps between separated modes, where one small level leaves the
+score, and so the modes' relative depths, unconstrained (Wenliang & Kanagawa 2020, "Blindness
+of score-based methods to isolated components and mixing proportions"). Weighting each level by
+its own sigma_i^2 instead, as Song & Ermon 2019 do for sampling, would weight the mixture
+towards the largest level.
 
 Annealed (`sigma_max` set; images): L levels, geometric from sigma_1 = sigma_max down to
 sigma_L = sigma, one drawn uniformly per example. One net serves every level: the energy at
@@ -124,17 +126,30 @@ class DSM(Method):
         return self.energy_net(x)
 
     def train_step(self, x: Tensor, step: int) -> dict[str, Tensor]:
-        eps = torch.randn_like(x)
-        sigma_i = self.noise_levels(x)
+        loss = self.denoising_loss(x)
+        self.update("energy", loss, clip=self.cfg.grad_clip)
+        return detached(loss=loss)
+
+    def validation_loss(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The loss L of `train_step` on held-out rows x, its noise drawn from `generator` (on
+        x's device), so that a generator seeded alike draws the same noise at every call; no
+        parameter gets a gradient. The estimators stop training early on it."""
+        return self.denoising_loss(x, generator, create_graph=False)
+
+    def denoising_loss(
+        self, x: Tensor, generator: torch.Generator | None = None, create_graph: bool = True
+    ) -> Tensor:
+        """L for the rows x, with eps and the levels sigma_i drawn from `generator`; with
+        `create_graph` differentiable in the parameters, else a plain number."""
+        eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        sigma_i = self.noise_levels(x, generator)
         x_noisy = x + sigma_i * eps
-        _, grad_e = energy_grad(self.energy_net, x_noisy, create_graph=True)
+        _, grad_e = energy_grad(self.energy_net, x_noisy, create_graph=create_graph)
         score = -grad_e  # s_theta(x~) = -grad E
         sigma = self.cfg.sigma
         eps_weight = 1.0 if self.annealed else sigma / sigma_i  # sigma_i^2-weighted, or unweighted
         per_example = (sigma * score + eps_weight * eps).flatten(1).pow(2).sum(1)
-        loss = 0.5 * per_example.mean()  # Eq. 8 over the levels, times the constant sigma^2
-        self.update("energy", loss, clip=self.cfg.grad_clip)
-        return detached(loss=loss)
+        return 0.5 * per_example.mean()  # Eq. 8 over the levels, times the constant sigma^2
 
     @property
     def annealed(self) -> bool:
@@ -146,17 +161,18 @@ class DSM(Method):
             return [self.cfg.sigma]
         return np.geomspace(self.cfg.sigma_max, self.cfg.sigma, self.cfg.levels).tolist()
 
-    def noise_levels(self, x: Tensor) -> Tensor:
+    def noise_levels(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """sigma_i per example, shaped to broadcast over x: sigma; sigma' with probability b
-        (bridge); one of the annealed levels, uniformly."""
+        (bridge); one of the annealed levels, uniformly. Drawn from `generator` (None: torch's
+        global RNG)."""
         shape = (len(x),) + (1,) * (x.ndim - 1)
         if self.annealed:
             levels = torch.tensor(self.annealed_levels(), device=x.device)
-            return levels[torch.randint(len(levels), shape, device=x.device)]
+            return levels[torch.randint(len(levels), shape, generator=generator, device=x.device)]
         sigma_i = torch.full(shape, self.cfg.sigma, device=x.device)
         if self.cfg.bridge_sigma is None:
             return sigma_i
-        bridged = torch.rand(shape, device=x.device) < self.cfg.bridge_share
+        bridged = torch.rand(shape, generator=generator, device=x.device) < self.cfg.bridge_share
         return sigma_i.masked_fill(bridged, self.cfg.bridge_sigma)
 
     def sample(self, n: int) -> Tensor:
