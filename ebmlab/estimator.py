@@ -7,8 +7,10 @@
     labels = detector.predict(X_new)  # +1 inlier, -1 outlier
 
 A fit is an ordinary ebmlab training run (the method's preset, the `Trainer`) on the table
-standardised per column, written to a temporary directory that is deleted when the fit ends. A
-fitted estimator is saved by pickling it (`pickle`, `joblib.dump`), as any scikit-learn one.
+standardised per column, written to a temporary directory that is deleted when the fit ends;
+for "dsm", whose loss can be measured on held-out rows, stopped early on that loss
+(`HeldOutMonitor`). A fitted estimator is saved by pickling it (`pickle`, `joblib.dump`), as any
+scikit-learn one.
 """
 
 from __future__ import annotations
