@@ -43,7 +43,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 SCORE_BATCH = 4096
 #: early stopping: training steps between two measurements of the held-out loss
 VALIDATION_EVERY = 50
-#: early stopping: the held-out rows are repeated, each copy with its own noise, to this many
+#: early stopping: at most this many rows are held out, so that a measurement costs about one
+#: training step at any table length (8 ms against 7 ms, 13 columns, one thread: 2% of a fit at
+#: one per 50 steps); fewer are repeated, each copy with its own noise, to at least this many
 VALIDATION_DRAWS = 2048
 
 
@@ -150,7 +152,8 @@ class _EnergyEstimator(BaseEstimator):
         self, x: torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(training rows, held-out rows): a random `validation_fraction` of x (at least one
-        row, at most all but one) held out when early stopping is on, else (x, None)."""
+        row, at most all but one and `VALIDATION_DRAWS`) held out when early stopping is on,
+        else (x, None)."""
         if self.early_stopping not in ("auto", True, False):
             raise InvalidInputError(
                 f"early_stopping must be 'auto', True or False, got {self.early_stopping!r}"
@@ -173,7 +176,8 @@ class _EnergyEstimator(BaseEstimator):
             )
         if self.early_stopping is False or not has_loss:
             return x, None
-        n_held_out = min(len(x) - 1, max(1, math.ceil(self.validation_fraction * len(x))))
+        share = max(1, math.ceil(self.validation_fraction * len(x)))
+        n_held_out = min(len(x) - 1, VALIDATION_DRAWS, share)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         return x[order[n_held_out:]], x[order[:n_held_out]]
 
@@ -369,7 +373,8 @@ class EnergyDensity(DensityMixin, _EnergyEstimator):
         overfits: on scikit-learn's wine (49 training rows, 13 columns) the outlier AUROC of
         "dsm" fell from 0.946 after 300 steps to 0.643 after 3,000 without it.
     validation_fraction : float, default=0.1
-        The share of rows held out for early stopping (at least one row, at most all but one).
+        The share of rows held out for early stopping (at least one row, at most all but one
+        and 2,048, so that measuring stays cheap on long tables).
     n_iter_no_change : int, default=5
         Measurements (50 steps apart) without a new lowest held-out loss before stopping.
     device : str, default="cpu"

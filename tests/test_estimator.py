@@ -385,6 +385,13 @@ def test_held_out_rows_are_a_tenth_of_the_table_and_never_trained_on(monkeypatch
     assert not (torch.cdist(held_out, trained) == 0).any()
 
 
+def test_long_tables_hold_out_at_most_the_measured_draws(monkeypatch):
+    x = np.random.default_rng(0).normal(size=(25_000, 2))
+    _, monitor = early_stopped(monkeypatch, x, steps=1)
+    assert len(monitor.rows) == estimator.VALIDATION_DRAWS == 2048  # not 2,500, not repeated
+    assert len(monitor.trainer.train_data) == 25_000 - 2048
+
+
 def test_early_stopping_is_on_by_default_only_where_the_loss_can_be_held_out():
     x = np.random.default_rng(0).normal(size=(30, 2))
     density = EnergyDensity("dsm", steps=120, random_state=0).fit(x)
