@@ -313,7 +313,7 @@ def cmd_info() -> None:
 
     import ebmlab
     from ebmlab.bench import SUITES
-    from ebmlab.config import preset_names
+    from ebmlab.config import KIND_FALLBACK, preset_names
     from ebmlab.data import dataset_names
     from ebmlab.data.fetch import cache_root
     from ebmlab.defaults import AUTO_RULES
@@ -334,6 +334,8 @@ def cmd_info() -> None:
     for name, description in dataset_names().items():
         print(f"  {name:<14}{description}")
     print(f"\npresets: {', '.join(preset_names())}")
+    fallbacks = ", ".join(f"{kind} -> <method>_{other}" for kind, other in KIND_FALLBACK.items())
+    print(f"a run takes <method>_<dataset>, else <method>_<kind>, else ({fallbacks})")
     print("preset values `auto`, derived from the training split (r: median 10-NN distance):")
     for option, rule in AUTO_RULES.items():
         print(f"  {option:<42}{rule}")

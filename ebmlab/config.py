@@ -282,10 +282,18 @@ def read_user_config(config: str | Path | None) -> dict[str, Any]:
     return read_yaml(path)
 
 
+# 2D points are a table of two columns: a method without a 2D preset of its own takes its
+# preset for tables, whose sampler settings are derived from the data.
+KIND_FALLBACK = {"toy2d": "tabular"}
+
+
 def find_preset(method: str, dataset: str, kind: str) -> Path | None:
     """The preset for this pair: `<method>_<dataset>.yaml` (a file's name without its suffix,
-    so cifar10.npz picks icd_cifar10), else `<method>_<kind>.yaml`."""
-    for stem in (f"{method}_{dataset}", f"{method}_{Path(dataset).stem}", f"{method}_{kind}"):
+    so cifar10.npz picks icd_cifar10), else `<method>_<kind>.yaml`, else for 2D points
+    `<method>_tabular.yaml` (KIND_FALLBACK)."""
+    stems = [f"{method}_{dataset}", f"{method}_{Path(dataset).stem}", f"{method}_{kind}"]
+    stems += [f"{method}_{KIND_FALLBACK[kind]}"] if kind in KIND_FALLBACK else []
+    for stem in stems:
         path = PRESET_DIR / f"{stem}.yaml"
         if path.is_file():
             return path

@@ -204,9 +204,7 @@ class _EnergyEstimator(BaseEstimator):
                 f"net must be an energy net kind ('mlp') or a dict of its options, got {self.net!r}"
             )
         try:
-            preset = find_preset(self.method, "array", "tabular") or find_preset(
-                self.method, "array", "toy2d"
-            )
+            preset = find_preset(self.method, "array", "tabular")
             tree = merge({"method": {"name": self.method}}, read_yaml(preset) if preset else {})
             train = {"seed": seed, "device": self.device, "sample_every": 0}
             train |= {"steps": self.steps} if self.steps is not None else {}
@@ -343,8 +341,7 @@ class EnergyDensity(DensityMixin, _EnergyEstimator):
 
     Each column of X is standardised (mean 0, standard deviation 1; constant columns are only
     centred), then any registered ebmlab method trains an MLP energy on the rows, with the
-    method's preset for tables (`<method>_tabular`) or, where a method has none, its preset
-    for 2D points (`<method>_toy2d`: vector networks and step sizes on the standardised scale).
+    method's preset for tables (`<method>_tabular`).
 
     Parameters
     ----------

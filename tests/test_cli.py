@@ -80,6 +80,7 @@ def test_info_lists_methods_datasets_presets():
     assert result.returncode == 0, result.stderr
     for word in ("cd", "shortrun", "dsm", "8gaussians", "digits", "mnist", "cd_toy2d", "torch"):
         assert word in result.stdout, word
+    assert "toy2d -> <method>_tabular" in result.stdout
 
 
 def bad_npy(tmp_path):

@@ -74,6 +74,18 @@ def test_presets_fall_back_from_dataset_to_kind():
     assert find_preset("no-such-method", "8gaussians", "toy2d") is None
 
 
+def test_every_method_has_a_preset_for_tables():
+    from ebmlab.methods import METHODS
+
+    assert all(find_preset(m, "points.npy", "tabular").stem == f"{m}_tabular" for m in METHODS)
+
+
+def test_2d_points_without_a_2d_preset_take_the_tables_preset():
+    assert find_preset("shortrun", "8gaussians", "toy2d").name == "shortrun_tabular.yaml"
+    assert find_preset("dualmcmc", "moons", "toy2d").name == "dualmcmc_tabular.yaml"
+    assert find_preset("cd", "faces.npz", "image").name == "cd_image.yaml"
+
+
 def test_a_dataset_file_named_after_a_preset_picks_it():
     assert find_preset("icd", "cifar10.npz", "image").name == "icd_cifar10.yaml"
     assert find_preset("icd", "cifar10", "image").name == "icd_cifar10.yaml"

@@ -239,7 +239,7 @@ def test_bad_options_are_refused(bad):
 
 @pytest.mark.parametrize(
     ("data", "preset", "shape"),
-    [("8gaussians", "dualmcmc_toy2d", (2,)), ("digits", "dualmcmc_image", (1, 8, 8))],
+    [("8gaussians", "dualmcmc_tabular", (2,)), ("digits", "dualmcmc_image", (1, 8, 8))],
 )
 def test_presets_build_and_take_a_step(data, preset, shape):
     kind = "toy2d" if len(shape) == 1 else "image"
