@@ -86,6 +86,13 @@ def test_2d_points_without_a_2d_preset_take_the_tables_preset():
     assert find_preset("cd", "faces.npz", "image").name == "cd_image.yaml"
 
 
+def test_only_2d_points_fall_back_to_the_tables_preset(tmp_path, monkeypatch):
+    (tmp_path / "m_tabular.yaml").write_text("method: {}\n")
+    monkeypatch.setattr("ebmlab.config.PRESET_DIR", tmp_path)
+    assert find_preset("m", "moons", "toy2d") == tmp_path / "m_tabular.yaml"
+    assert find_preset("m", "digits", "image") is None
+
+
 def test_a_dataset_file_named_after_a_preset_picks_it():
     assert find_preset("icd", "cifar10.npz", "image").name == "icd_cifar10.yaml"
     assert find_preset("icd", "cifar10", "image").name == "icd_cifar10.yaml"
