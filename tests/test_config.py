@@ -81,8 +81,8 @@ def test_every_method_has_a_preset_for_tables():
 
 
 def test_2d_points_without_a_2d_preset_take_the_tables_preset():
-    assert find_preset("shortrun", "8gaussians", "toy2d").name == "shortrun_tabular.yaml"
     assert find_preset("dualmcmc", "moons", "toy2d").name == "dualmcmc_tabular.yaml"
+    assert find_preset("shortrun", "moons", "toy2d").name == "shortrun_toy2d.yaml"
     assert find_preset("cd", "faces.npz", "image").name == "cd_image.yaml"
 
 
