@@ -30,7 +30,7 @@ def initial_kl(method_name, dataset):
         ("icd", 600),
         ("bidvl", 2000),
         ("bounds", 1000),
-        ("dualmcmc", 1000),
+        ("dualmcmc", 400),
     ],
 )
 def test_kl_falls(name, steps, tmp_path):
