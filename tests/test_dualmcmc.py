@@ -1,6 +1,7 @@
 """Dual-MCMC teaching: the z-posterior, what each update trains, the step order, inpainting."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -418,6 +419,21 @@ def test_the_fewest_steps_allowed():
     method = dual(x_steps=1, z_steps=0, sample_steps=0)
     assert "a generator draw g(z), then 0 Langevin steps" in method.sampling_procedure()
     assert "then 1 Langevin steps" in dual(x_steps=1).sampling_procedure()
+
+
+def test_sample_runs_sample_steps_not_the_training_chains():
+    """`sample` refines g(z) by `sample_steps` steps: zero leaves the generator's draw as it is,
+    although the training chain T^x runs one."""
+    method = dual(x_steps=1, z_steps=0, sample_steps=0)
+    torch.manual_seed(0)
+    drawn = method.sample(8)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        generated = method._generate(method.prior(8))
+    assert torch.equal(drawn, generated)
+    method.cfg = dataclasses.replace(method.cfg, sample_steps=1)
+    torch.manual_seed(0)
+    assert not torch.equal(method.sample(8), generated)
 
 
 def test_generator_draws_carry_no_graph():
