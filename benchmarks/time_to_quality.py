@@ -3,7 +3,7 @@ suite (issue 19): an exact KL(data || model) <= 0.2 nats for the energy methods,
 whose exp(-E) is no density, samples with mode coverage >= 0.9 and mode-weight TV <= 0.1.
 
     python benchmarks/time_to_quality.py [--data 8gaussians unseen] [--kl 0.2] [--every 10]
-                                         [--max 60] [--methods cd icd ...]
+                                         [--max 60] [--methods cd icd ...] [--per-density]
 
 `unseen` stands for the 12 densities of `ebmlab.data.unseen.UNSEEN_SUITE`. Each method trains
 with its preset (no flags) in shares of `--every` training seconds, resuming exactly between
@@ -11,7 +11,8 @@ them; after each share it is scored (exact grid KL, or GEBM's sample criterion o
 samples). The first share that meets the goal gives the time (training seconds, scoring
 excluded); one that does not by `--max` shows `> max` with its best score. Prints one table per
 data set and, for the suite, the share of densities reached and the median and worst score;
-GEBM is judged on the suite's mixtures only. Asserts nothing.
+GEBM is judged on the suite's mixtures only; `--per-density` adds a line per method with each
+density's seconds or best score. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def main() -> None:
                     f"{kind} {statistics.median(scores):.3f} | {kind} {max(scores):.3f} |",
                     flush=True,
                 )
+                if args.per_density and len(judged) > 1:
+                    print_per_density(method, judged, results, kind, args.max)
+
+
+def print_per_density(
+    method: str, names: list[str], results: list[tuple[float | None, float]], kind: str, budget
+) -> None:
+    """One line under the method's row: each density's seconds to the goal, or `> budget` with
+    its best score."""
+    cells = [
+        f"{name} {t:.0f} s" if t is not None else f"{name} > {budget:.0f} s ({kind} {best:.3f})"
+        for name, (t, best) in zip(names, results, strict=True)
+    ]
+    print(f"|   {method}, each: " + "; ".join(cells) + " | | | | |", flush=True)
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,6 +136,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--every", type=float, default=10.0, help="training seconds per share")
     parser.add_argument("--max", type=float, default=60.0, help="training seconds at most")
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--per-density", action="store_true", help="also list each density's seconds and best"
+    )
     return parser.parse_args()
 
 
