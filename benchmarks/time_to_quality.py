@@ -118,7 +118,11 @@ def main() -> None:
 
 
 def print_per_density(
-    method: str, names: list[str], results: list[tuple[float | None, float]], kind: str, budget
+    method: str,
+    names: list[str],
+    results: list[tuple[float | None, float]],
+    kind: str,
+    budget: float,
 ) -> None:
     """One line under the method's row: each density's seconds to the goal, or `> budget` with
     its best score."""
