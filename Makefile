@@ -22,14 +22,17 @@ $(VENV)/.dev: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/ebmlab demo
 
-# pytest exits 5 when it collected no test: that is a broken suite, never a pass.
+# pytest exits 5 when it collected no test: that is a broken suite, never a pass. The suite runs
+# on every core (pytest-xdist, one worker per core, tests handed to whichever worker is free:
+# the end-to-end tests take up to two minutes each); tests/conftest.py splits torch's threads
+# between the workers.
 test: $(VENV)/.dev
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=10; rc=$$?; \
+	@$(PY) -m pytest -q -p no:cacheprovider -n auto --dist worksteal --durations=10; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
 
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow and not network"
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow and not network"
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
