@@ -21,6 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ebmlab import EbmlabError, EnergyDensity, EnergyOutlierDetector, InvalidInputError, estimator
 from ebmlab.methods import METHODS
+from ebmlab.metrics import denoising_score_matching
 from tests.helpers import TINY
 
 # scikit-learn's checks fit dozens of times: a small net and short chains keep each fit short
@@ -272,7 +273,11 @@ BAD_PARAMETERS = [
     ("unknown method option", {"method_params": {"nope": 1}}, r"unknown method option\(s\)"),
     ("unknown device", {"device": "tpu"}, "unknown device"),
     ("early stopping not a switch", {"early_stopping": "yes"}, "early_stopping must be"),
-    ("early stopping without a held-out loss", {"early_stopping": True}, "held-out rows"),
+    (
+        "early stopping without a held-out loss",
+        {"method": "gebm", "early_stopping": True, "method_params": {}},
+        "held-out rows",
+    ),
     ("nothing to train on", {"validation_fraction": 1.0}, "validation_fraction == 1.0"),
     ("no patience", {"n_iter_no_change": 0}, "n_iter_no_change == 0"),
     (
@@ -333,8 +338,8 @@ def test_other_misuses_get_one_clear_error(small):
         EnergyDensity(**FAST).fit([[{"a": 1}, 1.0]] * 10)
 
 
-def early_stopped(monkeypatch, x, **params):
-    """EnergyDensity("dsm") fitted on x with early stopping, and its `HeldOutMonitor`."""
+def early_stopped(monkeypatch, x, method="dsm", **params):
+    """EnergyDensity(method) fitted on x with early stopping, and its `HeldOutMonitor`."""
     monitors = []
 
     class Recorded(estimator.HeldOutMonitor):
@@ -343,12 +348,19 @@ def early_stopped(monkeypatch, x, **params):
             monitors.append(self)
 
     monkeypatch.setattr(estimator, "HeldOutMonitor", Recorded)
-    density = EnergyDensity("dsm", random_state=0, **params).fit(x)
+    density = EnergyDensity(method, random_state=0, **params).fit(x)
     return density, monitors[0]
 
 
 # 24 rows in 6 columns at a high learning rate: the held-out loss bottoms out and rises
 OVERFIT = {"steps": 2000, "n_iter_no_change": 3, "method_params": {"lr": 1e-2}}
+# cd's: its held-out score-matching loss rose from 3.07 at step 50 to 3.98 at 200, where it stopped
+CD_OVERFIT = {
+    "steps": 600,
+    "n_iter_no_change": 3,
+    "net": {"hidden": 32},
+    "method_params": {"lr": 1e-2, "langevin_steps": 5},
+}
 
 
 def test_early_stopping_keeps_the_weights_of_the_lowest_held_out_loss(monkeypatch):
@@ -399,5 +411,21 @@ def test_early_stopping_is_on_by_default_only_where_the_loss_can_be_held_out():
     assert len(density.history_) and density.best_step_ in (50, 100, 120)
     off = EnergyDensity("dsm", steps=120, early_stopping=False, random_state=0).fit(x)
     assert off.validation_loss_ is None and off.best_step_ == 120
-    cd = EnergyDensity(steps=20, random_state=0, net={"hidden": 16}).fit(x)
-    assert cd.validation_loss_ is None and cd.best_step_ == 20
+    cd = EnergyDensity(steps=60, random_state=0, net={"hidden": 16}).fit(x)
+    assert cd.validation_loss_[:, 0].tolist() == [50, 60]
+    gebm = EnergyOutlierDetector("gebm", steps=20, random_state=0).fit(x)  # E re-weights G
+    assert gebm.validation_loss_ is None and gebm.best_step_ == 20
+
+
+def test_contrastive_methods_stop_on_the_held_out_score_matching_loss_of_their_energy(
+    monkeypatch,
+):
+    x = np.random.default_rng(0).normal(size=(24, 6))
+    density, monitor = early_stopped(monkeypatch, x, "cd", **CD_OVERFIT)
+    steps, losses = density.validation_loss_.T
+    assert density.best_step_ == steps[losses.argmin()] < steps[-1] < CD_OVERFIT["steps"]
+    assert losses[-1] > losses.min() + 0.5
+    generator = torch.Generator().manual_seed(monitor.seed)
+    sigma = estimator.HELD_OUT_SIGMA
+    kept = denoising_score_matching(density.method_.energy, monitor.rows, sigma, generator)
+    assert float(kept) == pytest.approx(losses.min(), rel=1e-6)

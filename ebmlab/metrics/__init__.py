@@ -10,6 +10,8 @@
 - dimension.py: the Levina-Bickel intrinsic dimension of a point set.
 - ais.py: log Z and the held-out log-likelihood by annealed importance sampling, where no
   grid can normalise exp(-E) (above two dimensions).
+- score_matching.py: the denoising score-matching loss of any energy on held-out rows, which
+  needs no log Z (the estimators' early stopping).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ebmlab.metrics.labels import confident_label_metrics
 from ebmlab.metrics.mmd import mmd2
 from ebmlab.metrics.modes import mode_metrics
 from ebmlab.metrics.ood import auroc, ood_table
+from ebmlab.metrics.score_matching import denoising_score_matching
 from ebmlab.metrics.toy2d import data_box, density_grid, grid_density_metrics, held_out_nll
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "confident_label_metrics",
     "data_box",
     "density_grid",
+    "denoising_score_matching",
     "evaluate",
     "frechet_distance",
     "grid_density_metrics",
