@@ -176,7 +176,7 @@ class _EnergyEstimator(BaseEstimator):
             include_boundaries="neither",
         )
         _check_scalar(self.n_iter_no_change, "n_iter_no_change", int, min_val=1)
-        has_loss = get_method(self.method).energy_is_density
+        has_loss = _has_held_out_loss(get_method(self.method))
         if self.early_stopping is True and not has_loss:
             raise InvalidInputError(
                 f"early_stopping needs a loss that can be measured on held-out rows, which "
@@ -343,6 +343,13 @@ class HeldOutMonitor:
             for chunk in self.rows.split(SCORE_BATCH)
         ]
         return float(sum(parts) / len(self.rows))
+
+
+def _has_held_out_loss(method_class: type[Method]) -> bool:
+    """Whether `_held_out_loss` can judge the method: it has a held-out loss of its own, or its
+    energy is a density, which score matching judges."""
+    own = callable(getattr(method_class, "validation_loss", None))
+    return own or method_class.energy_is_density
 
 
 def _held_out_loss(method: Method, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
