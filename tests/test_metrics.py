@@ -31,6 +31,7 @@ from ebmlab.metrics import (
     random_features,
     rmse,
     ssim,
+    train_feature_net,
 )
 from ebmlab.metrics import fd as fd_module
 
@@ -503,6 +504,20 @@ def test_feature_classifier_learns_digits_and_is_cached(digits, digit_features, 
     assert os.stat(again.path).st_mtime_ns == written
     assert again.test_accuracy == digit_features.test_accuracy
     assert torch.allclose(again(digits.test), features)
+
+
+def test_feature_classifier_is_fixed_by_seed_whatever_the_clock(digits, monkeypatch):
+    """The network trains all its steps even when the clock runs fast (a busy machine), so FD
+    in its features cannot change with the load on the machine."""
+    few = SimpleNamespace(**{**vars(digits), "train": digits.train[:64]})
+    few.train_labels = digits.train_labels[:64]
+    steady = train_feature_net(few, seed=1, batch_size=4)
+    ticks = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(fd_module, "time", SimpleNamespace(monotonic=lambda: next(ticks)))
+    hurried = train_feature_net(few, seed=1, batch_size=4)
+    assert torch.equal(hurried(digits.test), steady(digits.test))
+    other_seed = train_feature_net(few, seed=2, batch_size=4)
+    assert not torch.equal(other_seed(digits.test), steady(digits.test))
 
 
 def test_random_features_are_fixed_by_seed_and_any_size():

