@@ -266,7 +266,7 @@ def load(path: str | Path, device: str = "auto") -> Run:
     )
     method.load_state_dict(payload["method"])
     for name, ema_state in payload["ema"].items():
-        ema = EMA(getattr(method, name), run_config.train.ema_decay)
+        ema = EMA(getattr(method, name), run_config.train.ema_decay, record_inputs=False)
         ema.load_state_dict(ema_state)
         ema.copy_to(getattr(method, name))
     scaler = Scaler(payload["scaler"]["shift"], payload["scaler"]["scale"])

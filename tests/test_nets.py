@@ -1,5 +1,7 @@
 """Networks: output shapes, no BatchNorm where sampling runs, spectral norm, EMA arithmetic."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from ebmlab.nets import (
     build_encoder,
     build_energy,
     build_generator,
+    eval_mode,
     reparameterise,
 )
 
@@ -129,6 +132,41 @@ def test_ema_update_is_exact_and_swapped_restores_live_weights():
     with ema.swapped(net):
         assert torch.equal(net.weight, ema.averaged.weight)
     assert torch.equal(net.weight, live)
+
+
+def test_ema_gives_the_averaged_weights_batch_norm_statistics_of_their_own():
+    def net():
+        return nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+
+    torch.manual_seed(0)
+    live = net()
+    ema = EMA(live, decay=0.5)
+    batches = [torch.randn(16, 2) + 3 for _ in range(10)]
+    for batch in batches:
+        live(batch)
+        with torch.no_grad():
+            live[0].weight.add_(0.5)  # the live weights move away from their average
+        ema.update(live)
+    with eval_mode(live):
+        live(torch.randn(4, 2))  # moves no statistics, so is not recorded
+    saved = copy.deepcopy(ema.state_dict())  # as a checkpoint holds it, between updates
+    recent = batches[-EMA.CALIBRATION_BATCHES :]
+    assert len(ema.calibration) == len(recent)
+    assert all(torch.equal(a, b) for a, b in zip(ema.calibration, recent, strict=True))
+    used = net()
+    ema.copy_to(used)
+    with torch.no_grad():
+        hidden = [ema.averaged[0](batch) for batch in recent]
+    # SWA's update_bn: the running statistics are the mean of the batches' statistics
+    assert torch.allclose(used[1].running_mean, torch.cat(hidden).mean(0), atol=1e-5)
+    expected_var = torch.stack([h.var(0) for h in hidden]).mean(0)
+    assert torch.allclose(used[1].running_var, expected_var, rtol=1e-4)
+    assert (used[1].running_mean - live[1].running_mean).abs().min() > 0.1
+    restored = EMA(net(), decay=0.5, record_inputs=False)
+    restored.load_state_dict(saved)
+    again = net()
+    restored.copy_to(again)
+    assert torch.equal(again[1].running_mean, used[1].running_mean)
 
 
 def test_ema_forgets_the_initial_weights_within_a_short_run():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ebmlab.errors import EbmlabError
 
@@ -48,12 +49,32 @@ class EMA:
     d = min(decay, (1 + t) / (10 + t)) of TensorFlow's ExponentialMovingAverage: without it the
     initial random weights keep a share decay^t of the average (37% after 1,000 steps at
     0.999), which short runs cannot afford. The count t travels in `state_dict`.
+
+    BatchNorm's running statistics belong to the live weights, not to their average: a
+    generator's averaged weights under the live statistics drew one MNIST class (Inception FID
+    235.7 against 139.7 live). So a module with BatchNorm keeps its last
+    `CALIBRATION_BATCHES` training-mode inputs (with `record_inputs`), and the averaged
+    weights get statistics of their own from them, as SWA's `update_bn` does, whenever they
+    are used (`copy_to`, `swapped`). The inputs travel in `state_dict`.
     """
 
-    def __init__(self, module: nn.Module, decay: float):
+    CALIBRATION_BATCHES = 8
+
+    def __init__(self, module: nn.Module, decay: float, record_inputs: bool = True):
         self.decay = decay
         self.updates = 0
         self.averaged = copy.deepcopy(module).requires_grad_(False)
+        self.calibration: collections.deque[Tensor] = collections.deque(
+            maxlen=self.CALIBRATION_BATCHES
+        )
+        if record_inputs and has_batch_norm(module):
+            module.register_forward_pre_hook(self._record_input)
+
+    def _record_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        """Keep the first argument of a training-mode call (one that moves BatchNorm's
+        statistics)."""
+        if module.training:
+            self.calibration.append(args[0].detach().clone())
 
     @property
     def current_decay(self) -> float:
@@ -74,15 +95,24 @@ class EMA:
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.averaged.state_dict(), "updates": self.updates}
+        return {
+            "weights": self.averaged.state_dict(),
+            "updates": self.updates,
+            "calibration": list(self.calibration),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.averaged.load_state_dict(state["weights"])
         self.updates = int(state["updates"])
+        self.calibration.clear()
+        self.calibration.extend(state.get("calibration", []))
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
-        """Overwrite `module`'s weights with the averaged ones."""
+        """Overwrite `module`'s weights with the averaged ones (and BatchNorm statistics
+        recomputed for them from the recorded inputs)."""
+        if self.calibration:
+            torch.optim.swa_utils.update_bn(self.calibration, self.averaged)
         module.load_state_dict(self.averaged.state_dict())
 
     @contextlib.contextmanager
@@ -94,6 +124,10 @@ class EMA:
             yield module
         finally:
             module.load_state_dict(live)
+
+
+def has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 @contextlib.contextmanager
