@@ -144,6 +144,7 @@ def test_ema_gives_the_averaged_weights_batch_norm_statistics_of_their_own():
     batches = [torch.randn(16, 2) + 3 for _ in range(10)]
     for batch in batches:
         live(batch)
+        live(batch + 100)  # a second call in the same step is not recorded
         with torch.no_grad():
             live[0].weight.add_(0.5)  # the live weights move away from their average
         ema.update(live)

@@ -52,10 +52,11 @@ class EMA:
 
     BatchNorm's running statistics belong to the live weights, not to their average: a
     generator's averaged weights under the live statistics drew one MNIST class (Inception FID
-    235.7 against 139.7 live). So a module with BatchNorm keeps its last
-    `CALIBRATION_BATCHES` training-mode inputs (with `record_inputs`), and the averaged
-    weights get statistics of their own from them, as SWA's `update_bn` does, whenever they
-    are used (`copy_to`, `swapped`). The inputs travel in `state_dict`.
+    235.7 against 139.7 live). So a module with BatchNorm keeps the first training-mode input
+    of each of its last `CALIBRATION_BATCHES` updates (with `record_inputs`; one per step, so a
+    chain that calls the module many times a step adds one copy, not one per call), and the
+    averaged weights get statistics of their own from them, as SWA's `update_bn` does, whenever
+    they are used (`copy_to`, `swapped`). The inputs travel in `state_dict`.
     """
 
     CALIBRATION_BATCHES = 8
@@ -67,14 +68,16 @@ class EMA:
         self.calibration: collections.deque[Tensor] = collections.deque(
             maxlen=self.CALIBRATION_BATCHES
         )
+        self._awaiting_input = True
         if record_inputs and has_batch_norm(module):
             module.register_forward_pre_hook(self._record_input)
 
     def _record_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        """Keep the first argument of a training-mode call (one that moves BatchNorm's
-        statistics)."""
-        if module.training:
+        """Keep the first argument of the step's first training-mode call (one that moves
+        BatchNorm's statistics)."""
+        if module.training and self._awaiting_input:
             self.calibration.append(args[0].detach().clone())
+            self._awaiting_input = False
 
     @property
     def current_decay(self) -> float:
@@ -93,6 +96,7 @@ class EMA:
         ):
             avg_buf.copy_(live_buf)
         self.updates += 1
+        self._awaiting_input = True
 
     def state_dict(self) -> dict[str, Any]:
         return {
