@@ -56,6 +56,7 @@ class TrainConfig:
     sample_every: int = 1000  # preview grids/scatters under samples/; 0 = never
     ckpt_every: int = 1000
     ema_decay: float = 0.0  # 0 switches EMA off; evaluation then uses the live weights
+    ema_modules: tuple[str, ...] | None = None  # the networks to average; None: all the method's
     eval_samples: int | None = None  # samples drawn for the final metrics; None = per data kind
     max_seconds: float | None = None  # also stop after this much training time (resumes count)
     compile: bool = False  # torch.compile each Langevin step of training (see Langevin)

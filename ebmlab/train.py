@@ -114,6 +114,20 @@ def check_speed_options(cfg: TrainConfig, dataset: Dataset, device: torch.device
         raise EbmlabError(f"train.channels_last needs image data, got shape {dataset.shape}")
 
 
+def averaged_modules(method: Method, cfg: TrainConfig) -> tuple[str, ...]:
+    """The networks whose weights an EMA averages: none while `ema_decay` is 0, else
+    `ema_modules`, or every network the method lists when that is None. Averaging only a
+    generator keeps the energy live: a sampler's average need not be the density's."""
+    chosen = method.ema_modules if cfg.ema_modules is None else tuple(cfg.ema_modules)
+    unknown = sorted(set(chosen) - set(method.ema_modules))
+    if unknown:
+        raise EbmlabError(
+            f"train.ema_modules {unknown} are not networks of this method; "
+            f"choose among {', '.join(method.ema_modules)}"
+        )
+    return chosen if cfg.ema_decay > 0 else ()
+
+
 class Trainer:
     """Runs `config.train.steps` iterations of a method on a dataset, into `run_dir`, or fewer
     when `config.train.max_seconds` of training time run out first."""
@@ -149,8 +163,7 @@ class Trainer:
             )
         self.emas = {
             name: EMA(getattr(method, name), self.cfg.ema_decay)
-            for name in method.ema_modules
-            if self.cfg.ema_decay > 0
+            for name in averaged_modules(method, self.cfg)
         }
         self._epoch_perm: tuple[int, Tensor] | None = None
         self.health = torch.ones((), dtype=torch.bool, device=device)  # no divergence seen since

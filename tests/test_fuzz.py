@@ -253,6 +253,7 @@ CASES = [
     case("seed-negative", [*NEW, "--seed", "-1"], "train.seed"),
     case("data-seed-negative", [*NEW, "--data.seed=-1"], "data.seed"),
     case("ema-decay-one", [*NEW, "--train.ema_decay=1.5"], "train.ema_decay"),
+    case("ema-modules-unknown", [*NEW, "--train.ema_modules=[generator]"], "train.ema_modules"),
     case("max-seconds-zero", [*NEW, "--train.max_seconds=0"], "train.max_seconds"),
     case("eval-samples-zero", [*NEW, "--train.eval_samples=0"], "train.eval_samples"),
     case("compile-not-bool", [*NEW, "--train.compile=maybe"], "train.compile"),

@@ -9,7 +9,7 @@ import torch
 import ebmlab
 from ebmlab import checkpoints
 from ebmlab.train import TrainingDiverged
-from tests.helpers import TINY_CD
+from tests.helpers import TINY_CD, tiny_run_overrides
 from tests.helpers import quick_cd as quick
 
 
@@ -139,6 +139,36 @@ def test_loaded_run_uses_ema_weights(tmp_path):
             assert torch.equal(dict(loaded.method.energy_net.named_parameters())[key], value)
     x = torch.randn(6, 2)
     assert torch.allclose(loaded.model.energy(x), run.model.energy(x))
+
+
+def test_ema_of_chosen_modules_only_keeps_the_others_live(tmp_path):
+    overrides = ebmlab.config.merge(
+        tiny_run_overrides("bounds", n_train=500), {"train": {"ema_modules": ["generator"]}}
+    )
+    ebmlab.train(
+        "bounds",
+        "8gaussians",
+        steps=10,
+        out=tmp_path / "run",
+        overrides=overrides,
+        evaluate=False,
+        progress=False,
+    )
+    payload = checkpoint(tmp_path / "run")
+    assert set(payload["ema"]) == {"generator"}
+    loaded = ebmlab.load(tmp_path / "run", device="cpu").method
+    for key, value in loaded.energy_net.state_dict().items():  # the energy: live weights
+        assert torch.equal(value, payload["method"][f"energy_net.{key}"]), key
+    averaged = payload["ema"]["generator"]["weights"]
+    live = {k: v for k, v in loaded.generator.named_parameters()}
+    assert all(torch.equal(live[key], averaged[key]) for key in live)
+    assert not all(torch.equal(averaged[k], payload["method"][f"generator.{k}"]) for k in live)
+
+
+def test_ema_of_a_module_the_method_lacks_is_refused(tmp_path):
+    overrides = ebmlab.config.merge(TINY_CD, {"train": {"ema_modules": ["generator"]}})
+    with pytest.raises(ebmlab.EbmlabError, match="choose among energy_net"):
+        quick(tmp_path / "run", 5, overrides=overrides)
 
 
 def test_time_budget_stops_early_and_spans_a_resume(tmp_path, monkeypatch):
