@@ -345,7 +345,7 @@ CASES = [
     case("compose-bad-suffix", ["compose", "RUN", "--out", "TMP/c.gif"], ".png or .npy"),
     case("compose-n-negative", ["compose", "RUN", "--n", "-1", "--out", "TMP/c.npy"], "--n"),
 ]
-N_CASES = 126
+N_CASES = 127
 
 
 @pytest.fixture(scope="module")
