@@ -160,7 +160,7 @@ def test_ema_of_chosen_modules_only_keeps_the_others_live(tmp_path):
     for key, value in loaded.energy_net.state_dict().items():  # the energy: live weights
         assert torch.equal(value, payload["method"][f"energy_net.{key}"]), key
     averaged = payload["ema"]["generator"]["weights"]
-    live = {k: v for k, v in loaded.generator.named_parameters()}
+    live = dict(loaded.generator.named_parameters())
     assert all(torch.equal(live[key], averaged[key]) for key in live)
     assert not all(torch.equal(averaged[k], payload["method"][f"generator.{k}"]) for k in live)
 
