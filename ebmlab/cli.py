@@ -316,7 +316,7 @@ def cmd_info() -> None:
     from ebmlab.config import KIND_FALLBACK, preset_names
     from ebmlab.data import dataset_names
     from ebmlab.data.fetch import cache_root
-    from ebmlab.defaults import AUTO_RULES, FROM_END_KEYS, FROM_END_RULE
+    from ebmlab.defaults import AUTO_RULES
     from ebmlab.methods import METHODS
     from ebmlab.tasks.ood import DERIVED
 
@@ -339,8 +339,6 @@ def cmd_info() -> None:
     print("preset values `auto`, derived from the training split (r: median 10-NN distance):")
     for option, rule in AUTO_RULES.items():
         print(f"  {option:<42}{rule}")
-    print("step options that may count back from the end of the run:")
-    print(f"  {', '.join(FROM_END_KEYS):<42}{FROM_END_RULE}")
     print(f"OOD sets for eval --ood: {', '.join(DERIVED)}, standard, or any dataset above")
     for name, suite in SUITES.items():
         budgets = ", ".join(f"{data} {budget}" for data, budget in suite.budgets.items())

@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from ebmlab.defaults import resolve_from_end
 from ebmlab.errors import EbmlabError
 
 PRESET_DIR = Path(__file__).parent / "configs"
@@ -133,12 +132,11 @@ class RunConfig:
         if "name" not in method:
             raise EbmlabError("the config names no method: set method.name (e.g. cd)")
         name = method.pop("name")
-        train = build_dataclass(TrainConfig, tree.get("train") or {}, "train")
         return cls(
             method=name,
-            method_params=resolve_from_end(method, train.steps),
+            method_params=method,
             data=build_dataclass(DataConfig, tree.get("data") or {}, "data"),
-            train=train,
+            train=build_dataclass(TrainConfig, tree.get("train") or {}, "train"),
         )
 
 

@@ -19,11 +19,6 @@ The rules, in model units (tables standardised, images in [-1, 1]):
 
 A value the user sets (in a `--config` file or an override) is never replaced, and a user's
 own step switches adaptation off (`target_accept: null`) unless they also set `target_accept`.
-
-One rule depends on the run's length, not its data: a negative step option in `FROM_END_KEYS`
-counts back from `train.steps` (`fit_energy_from: -500`: the last 500 steps), so a preset's
-closing phase stays at the end when a user or a bench changes the steps. It never takes more
-than half the run. `RunConfig.from_dict` resolves it into the saved config.
 """
 
 from __future__ import annotations
@@ -48,9 +43,6 @@ AUTO_RULES = {
     "z_dim": "min(z_dim_max, D)",
     "init_low, init_high": f"training range widened by {BOX_MARGIN:.0%} of its width per side",
 }
-#: step options whose negative value counts back from train.steps
-FROM_END_KEYS = ("fit_energy_from",)
-FROM_END_RULE = "-n: from the last n of train.steps (at most half of them) on"
 #: (step option, the adaptation option it switches off when the user sets the step)
 ADAPTED_STEPS = (("step_size", "target_accept"), ("x_step_size", "x_target_accept"))
 
@@ -113,15 +105,4 @@ def resolve_auto(
     for step_key, adapt_key in ADAPTED_STEPS:
         if step_key in user_params and adapt_key not in user_params and adapt_key in params:
             params[adapt_key] = None  # the user fixed the step
-    return params
-
-
-def resolve_from_end(method_params: Mapping[str, Any], steps: int) -> dict[str, Any]:
-    """The method options with each negative `FROM_END_KEYS` value -n replaced by the step that
-    leaves the last n of `steps`, or half of them if n is more (a run's closing phase)."""
-    params = dict(method_params)
-    for key in FROM_END_KEYS:
-        value = params.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            params[key] = max(steps + value, steps - steps // 2)
     return params

@@ -81,7 +81,6 @@ def test_info_lists_methods_datasets_presets():
     for word in ("cd", "shortrun", "dsm", "8gaussians", "digits", "mnist", "cd_toy2d", "torch"):
         assert word in result.stdout, word
     assert "toy2d -> <method>_tabular" in result.stdout
-    assert "fit_energy_from" in result.stdout  # counted back from train.steps
 
 
 def bad_npy(tmp_path):

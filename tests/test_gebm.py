@@ -424,27 +424,6 @@ def test_fit_energy_from_fixes_the_base_and_trains_the_energy():
     assert any(not torch.equal(a, b) for a, b in zip(energy, after, strict=True))
 
 
-@pytest.mark.parametrize(("steps", "fit_from"), [(12500, 12000), (3000, 2500), (600, 300)])
-def test_the_presets_refit_of_the_energy_stays_at_the_end_of_any_run(steps, fit_from):
-    """gebm_toy2d writes fit_energy_from: -500: the last 500 of the run's steps, at most half."""
-    from ebmlab.api import resolve_config
-    from ebmlab.data import load_dataset
-
-    dataset = load_dataset("8gaussians")
-    config = resolve_config("gebm", dataset, "8gaussians", None, {"train": {"steps": steps}})
-    assert config.method_params["fit_energy_from"] == fit_from
-
-
-def test_a_step_the_user_gives_is_kept_and_a_negative_one_needs_a_runs_config():
-    from ebmlab.config import RunConfig
-
-    for value in (100, None):
-        tree = {"method": {"name": "gebm", "fit_energy_from": value}, "train": {"steps": 3000}}
-        assert RunConfig.from_dict(tree).method_params["fit_energy_from"] == value
-    with pytest.raises(EbmlabError, match="counts back from train.steps"):
-        gebm(fit_energy_from=-500)
-
-
 def test_sample_from_a_composed_energy_targets_the_product_reweighting():
     """Two fixed quadratic energies on an identity base: the latent posterior of their sum is the
     Gaussian of precision I + 1/s1^2 + 1/s2^2 around the precision-weighted means."""

@@ -44,7 +44,7 @@ Algorithm (one `train_step` is one energy step or one base step)
 to it, i.e. E* of the generalised likelihood for the final base, which is the energy the GEBM's
 definition and KALE(P, Q) <= 2 KALE(P, B) assume (the talk's two stages). An energy that lags
 the last base steps re-weights the base less well (the README's GEBM results measure by how
-much). The presets write it as -n, the last n steps of whatever train.steps the run has.
+much).
 
 The guards of the authors' code are options, all off by default: the gradient penalty lambda on
 interpolates x_hat = a x + (1 - a) x_B, the soft clipping g <- 2g / (1 + g^2) of the energy's
@@ -93,9 +93,7 @@ class Config:
     energy_steps: int = 5  # energy steps per base step
     warmup_energy_steps: int = 100  # before base steps 1, 2 and every `warmup_every`-th
     warmup_every: int = 500
-    # from this step on, energy steps only (base fixed); in a run's config a negative -n means
-    # the last n of train.steps (ebmlab.defaults.resolve_from_end)
-    fit_energy_from: int | None = None
+    fit_energy_from: int | None = None  # from this step on, energy steps only (base fixed)
     base_loss: str = "kale"  # "kale": envelope gradient (paper); "snis": the code's
     gradient_penalty: float = 0.0  # lambda on interpolates (code: 1)
     soft_grad_clip: bool = False  # g <- 2g / (1 + g^2) on the energy (code: on)
@@ -330,9 +328,4 @@ def _check(cfg: Config) -> None:
     if cfg.energy_steps < 1 or cfg.warmup_energy_steps < 1:
         raise EbmlabError("energy_steps and warmup_energy_steps must be at least 1")
     check_at_least(latent_steps=(cfg.latent_steps, 0), leapfrog_steps=(cfg.leapfrog_steps, 1))
-    if cfg.fit_energy_from is not None and cfg.fit_energy_from < 0:
-        raise EbmlabError(
-            f"fit_energy_from={cfg.fit_energy_from}: a negative step counts back from "
-            "train.steps, which only a run's config knows; give the method a step >= 0"
-        )
     check_positive(latent_step_size=cfg.latent_step_size, hmc_step_size=cfg.hmc_step_size)
